@@ -1,0 +1,61 @@
+"""Generation with Hugging Face ``generate``: the default backend, runs wherever torch does."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from lsp_env.rewards import pad_left
+
+
+class HFBackend:
+    """Batched sampling from the policy's own module: nothing to sync after an update (it *is* the trained model).
+
+    A backend maps prompt token ids to completion token ids; the policy owns tokenization and the model.
+    """
+
+    name = "hf"
+
+    def __init__(self, model, tokenizer, autocast_dtype: torch.dtype | None = None, batch_size: int = 64):
+        self.model, self.tokenizer = model, tokenizer
+        self.autocast_dtype = autocast_dtype
+        self.batch_size = batch_size
+        eos = model.generation_config.eos_token_id
+        self.stop_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+        self.stop_ids.discard(None)
+
+    def sync_weights(self) -> None:
+        """Nothing to do: generation runs on the trained module itself."""
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+                 top_k: int = 0, do_sample: bool = True) -> list[list[int]]:
+        """Completion ids per prompt, cut after the first stop token (kept: the policy learns to stop)."""
+        completions: list[list[int]] = []
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else dict(do_sample=False)
+        autocast = torch.autocast(self.model.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = prompts[start:start + self.batch_size]
+                ids, mask, _ = pad_left(chunk, self.tokenizer.pad_token_id)
+                with autocast:
+                    out = self.model.generate(
+                        input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
+                        max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                        eos_token_id=sorted(self.stop_ids), **sampling,
+                    )
+                for row in out[:, ids.shape[1]:].tolist():
+                    completions.append(_cut_at_stop(row, self.stop_ids))
+        finally:
+            self.model.train(was_training)
+        return completions
+
+
+def _cut_at_stop(ids: list[int], stop_ids: set[int]) -> list[int]:
+    for k, token in enumerate(ids):
+        if token in stop_ids:
+            return ids[:k + 1]
+    return ids

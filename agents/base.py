@@ -1,0 +1,187 @@
+"""The agent protocol and what every LLM agent shares: acting, KL, advantages, loss weights, the optimizer step.
+
+An agent is anything with ``act(chats) -> list[Completion]`` and ``update(batch) -> dict`` (plus ``save_state`` /
+``load_state`` for checkpoints): :func:`agents.train.train` runs any such object unchanged. Subclass
+:class:`LLMAgent` to get the shared parts and write only your ``update``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from lsp_env.kl import KLHook
+
+from .advantages import ADVANTAGES, SCALE_REWARDS, RoleBaseline, compute_advantages
+from .policy import Completion, Policy
+from .rollout import Batch
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+class Agent(Protocol):
+    def act(self, chats: list[list[dict]]) -> list[Completion]: ...
+
+    def update(self, batch: Batch) -> dict: ...
+
+
+@dataclass
+class AgentConfig:
+    """Knobs every LLM agent shares (TRL's names where the meaning is the same)."""
+
+    learning_rate: float = field(default=5e-6, metadata={"help": "AdamW learning rate (TRL's default, 1e-6, is slow for a 135M model)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the gradient's global norm to this (0 = off)."})
+    max_completion_length: int = field(default=64, metadata={"help": "Max new tokens per completion, both roles."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
+    loss_type: str = field(default="grpo", metadata={"help": "Token aggregation, TRL's meaning: grpo (mean per sequence, then over sequences), bnpo (sum / tokens of this process), dr_grpo (sum / (sequences x max_completion_length)), dapo (sum / tokens of the global batch). Applied per role."})
+    scale_rewards: str = field(default="group", metadata={"help": "Divide advantages by the std of the group, the batch, or none (Dr. GRPO)."})
+    advantage: str = field(default="group", metadata={"help": "group: R - V(q) for solvers, payoff - mean payoff for the challenger (the paper). rae: SPIRAL's per-role EMA baseline."})
+    rae_decay: float = field(default=0.95, metadata={"help": "EMA decay of the rae baseline."})
+    challenger_weight: float = field(default=1.0, metadata={"help": "alpha: total loss = solver_weight * solver loss + alpha * challenger loss."})
+    solver_weight: float = field(default=1.0, metadata={"help": "Weight of the solver's loss."})
+    micro_batch_size: int = field(default=16, metadata={"help": "Sequences per forward/backward pass (memory, not maths: the loss is exact across micro-batches)."})
+
+    def __post_init__(self):
+        for name, value, allowed in (("loss_type", self.loss_type, LOSS_TYPES), ("scale_rewards", self.scale_rewards, SCALE_REWARDS),
+                                     ("advantage", self.advantage, ADVANTAGES)):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r}: use one of {allowed}")
+        if self.max_completion_length < 1 or self.micro_batch_size < 1:
+            raise ValueError("max_completion_length and micro_batch_size must be >= 1")
+
+
+@dataclass
+class Prepared:
+    """A batch made ready for the loss: per-sample advantages, loss weights, KL coefficients, reference log-probs."""
+
+    index: list[int]                       # samples that carry gradient (non-zero advantage or KL in the loss)
+    advantages: torch.Tensor               # (B,)
+    weights: torch.Tensor                  # (B,) per-token loss weight of each sample (role weight x aggregation)
+    betas: torch.Tensor                    # (B,) KL coefficient of each sample's role, 0 unless placement "loss"
+    ref_logps: list[torch.Tensor] | None   # per sample (completion length,), when KL is active
+    metrics: dict
+
+
+def pad_rows(rows: list[torch.Tensor], index: list[int]) -> torch.Tensor:
+    return pad_sequence([rows[i] for i in index], batch_first=True)
+
+
+class LLMAgent:
+    """Shared parts of an agent that trains one :class:`Policy` for both roles."""
+
+    config_class = AgentConfig
+
+    def __init__(self, policy: Policy, kl: KLHook | None = None, config: AgentConfig | None = None):
+        self.policy = policy
+        self.kl = kl or KLHook()
+        self.config = config or self.config_class()
+        params = [p for p in policy.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
+        self.baseline = RoleBaseline(self.config.rae_decay) if self.config.advantage == "rae" else None
+
+    def act(self, chats: list[list[dict]]) -> list[Completion]:
+        c = self.config
+        return self.policy.generate(chats, max_new_tokens=c.max_completion_length, temperature=c.temperature,
+                                    top_p=c.top_p, top_k=c.top_k)
+
+    # ---- shared steps of update -----------------------------------------------------------------------------
+    def sequence_logps(self, batch: Batch, index: list[int], reference: bool = False) -> list[torch.Tensor]:
+        """Per-sample completion log-probs (no gradient), micro-batched."""
+        out: list[torch.Tensor | None] = [None] * len(batch)
+        for chunk in self.micro_batches(batch, index):
+            logps, _ = self.policy.completion_logps([batch.prompt_ids[i] for i in chunk],
+                                                    [batch.completion_ids[i] for i in chunk], reference=reference)
+            for k, i in enumerate(chunk):
+                out[i] = logps[k, : len(batch.completion_ids[i])].detach()
+        return out
+
+    def prepare(self, batch: Batch) -> Prepared:
+        """KL bookkeeping, reward shaping ("reward" placement), advantages and per-sample loss weights."""
+        c, kl = self.config, self.kl
+        everyone = list(range(len(batch)))
+        metrics: dict = {}
+        rewards = batch.rewards
+        ref_logps = None
+        if kl.active:
+            ref_logps = self.sequence_logps(batch, everyone, reference=True)
+            if kl.placement == "reward":
+                logps = self.sequence_logps(batch, everyone)
+                per_sequence = torch.stack([kl.estimate(lp, rl).sum() for lp, rl in zip(logps, ref_logps)])
+                rewards = kl.shape_rewards(rewards, per_sequence, batch.roles)
+                for role, name in ((0, "challenger"), (1, "solver")):
+                    if (batch.roles == role).any():
+                        metrics[f"kl_penalty/{name}"] = float(per_sequence[batch.roles == role].mean())
+        advantages = compute_advantages(rewards, batch.roles, batch.groups, c.scale_rewards, self.baseline)
+        betas = torch.tensor([kl.coef("challenger"), kl.coef("solver")])[batch.roles] if kl.placement == "loss" else torch.zeros(len(batch))
+        lengths = torch.tensor([len(x) for x in batch.completion_ids], dtype=torch.float32)
+        weights = torch.zeros(len(batch))
+        for role, role_weight in ((0, c.challenger_weight), (1, c.solver_weight)):
+            pick = batch.roles == role
+            n = int(pick.sum())
+            if n == 0:
+                continue
+            norm = {"grpo": n * lengths[pick], "bnpo": lengths[pick].sum().expand(n), "dapo": lengths[pick].sum().expand(n),
+                    "dr_grpo": torch.full((n,), float(n * c.max_completion_length))}[c.loss_type]
+            weights[pick] = role_weight / norm
+        # a sample with zero advantage and no KL term has zero gradient: skip its forward/backward
+        index = [i for i in everyone if advantages[i] != 0 or betas[i] > 0]
+        metrics["advantage/abs_mean"] = float(advantages.abs().mean())
+        metrics["trained_samples"] = len(index)
+        return Prepared(index, advantages, weights, betas, ref_logps, metrics)
+
+    def micro_batches(self, batch: Batch, index: list[int]) -> list[list[int]]:
+        """Samples sorted by length, then cut into micro-batches: similar lengths share a pass (less padding)."""
+        ordered = sorted(index, key=lambda i: (len(batch.prompt_ids[i]) + len(batch.completion_ids[i]), i))
+        size = self.config.micro_batch_size
+        return [ordered[k:k + size] for k in range(0, len(ordered), size)]
+
+    def optimizer_step(self) -> float:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf"))
+        if not torch.isfinite(norm):  # never step on NaN/inf: the weights stay as they were
+            self.optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"non-finite gradient norm ({float(norm)}): the loss or the rewards hold NaN/inf")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.policy.backend.sync_weights()
+        return float(norm)
+
+    def update(self, batch: Batch) -> dict:
+        raise NotImplementedError
+
+    # ---- metrics --------------------------------------------------------------------------------------------
+    @staticmethod
+    def track_loss(per_sample: torch.Tensor, roles: torch.Tensor, totals: dict) -> None:
+        for role, name in ((0, "challenger"), (1, "solver")):
+            totals[f"loss/{name}"] += float(per_sample[roles == role].sum())
+
+    @staticmethod
+    def track_kl(kl: torch.Tensor, mask: torch.Tensor, roles: torch.Tensor, sums: dict) -> None:
+        for role, name in ((0, "challenger"), (1, "solver")):
+            sums[name][0] += float((kl * mask)[roles == role].sum())
+            sums[name][1] += float(mask[roles == role].sum())
+
+    @staticmethod
+    def kl_metrics(sums: dict) -> dict:
+        """Mean per-token KL estimate of each role (over the trained samples)."""
+        return {f"kl/{name}": total / count for name, (total, count) in sums.items() if count}
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------
+    def save_state(self, directory: str | os.PathLike) -> None:
+        self.policy.save(directory)
+        extra = {"baseline": self.baseline.state_dict() if self.baseline else None}
+        torch.save({"optimizer": self.optimizer.state_dict(), **extra}, os.path.join(directory, "agent.pt"))
+
+    def load_state(self, directory: str | os.PathLike) -> None:
+        self.policy.load_weights(directory)
+        state = torch.load(os.path.join(directory, "agent.pt"), weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.baseline and state.get("baseline"):
+            self.baseline.load_state_dict(state["baseline"])

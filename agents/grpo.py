@@ -1,0 +1,65 @@
+"""GRPO for Language Self-Play: clipped importance ratio, ``num_iterations`` updates per batch, TRL's loss variants.
+
+Per token t of a completion o with advantage A (solver: group-relative; challenger: against the mean payoff):
+    ratio_t = π(o_t | ·) / π_old(o_t | ·)
+    L_t     = −min(ratio_t · A, clip(ratio_t, 1 − ε, 1 + ε_high) · A) + β_role · KL_t(π || π_ref)     (k3 default)
+aggregated per role by ``loss_type`` (grpo / bnpo / dr_grpo / dapo, TRL's meanings), then
+    L = solver_weight · L_sol + α · L_ch.
+With ``num_iterations = 1`` π_old is π detached (ratio 1, gradient A · ∇log π): no extra forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .base import AgentConfig, LLMAgent, pad_rows
+from .rollout import Batch
+
+
+@dataclass
+class GRPOConfig(AgentConfig):
+    epsilon: float = field(default=0.2, metadata={"help": "Lower clip range of the ratio (and upper, unless epsilon_high)."})
+    epsilon_high: float | None = field(default=None, metadata={"help": "Upper clip range (DAPO's clip-higher); default: epsilon."})
+    num_iterations: int = field(default=1, metadata={"help": "Optimizer steps per batch (TRL's mu); >1 computes old log-probs once."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_iterations < 1 or self.epsilon < 0:
+            raise ValueError("num_iterations must be >= 1 and epsilon >= 0")
+
+
+class GRPOAgent(LLMAgent):
+    config_class = GRPOConfig
+
+    def update(self, batch: Batch) -> dict:
+        c = self.config
+        prep = self.prepare(batch)
+        old_logps = self.sequence_logps(batch, prep.index) if c.num_iterations > 1 else None
+        eps_low, eps_high = c.epsilon, c.epsilon if c.epsilon_high is None else c.epsilon_high
+        metrics: dict = {}
+        for _ in range(c.num_iterations):
+            totals = {"loss/challenger": 0.0, "loss/solver": 0.0}
+            kl_sums = {"challenger": [0.0, 0.0], "solver": [0.0, 0.0]}
+            clipped_tokens = all_tokens = 0.0
+            for chunk in self.micro_batches(batch, prep.index):
+                logps, mask = self.policy.completion_logps([batch.prompt_ids[i] for i in chunk],
+                                                           [batch.completion_ids[i] for i in chunk])
+                A = prep.advantages[chunk, None]
+                old = pad_rows(old_logps, chunk) if old_logps else logps.detach()
+                ratio = torch.exp(logps - old)
+                clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+                per_token = -torch.min(ratio * A, clipped * A)                        # clipped surrogate
+                if prep.ref_logps is not None:
+                    kl = self.kl.estimate(logps, pad_rows(prep.ref_logps, chunk))
+                    per_token = per_token + prep.betas[chunk, None] * kl              # + β · KL(π || π_ref)
+                    self.track_kl(kl.detach(), mask, batch.roles[chunk], kl_sums)
+                per_sample = (per_token * mask).sum(-1) * prep.weights[chunk]
+                per_sample.sum().backward()
+                self.track_loss(per_sample.detach(), batch.roles[chunk], totals)
+                clipped_tokens += float(((ratio != clipped).float() * mask).sum())
+                all_tokens += float(mask.sum())
+            metrics = {**totals, **self.kl_metrics(kl_sums), "grad_norm": self.optimizer_step(),
+                       "clip_ratio": clipped_tokens / max(all_tokens, 1.0)}
+        return {**batch.metrics, **prep.metrics, **metrics}

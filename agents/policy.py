@@ -1,0 +1,146 @@
+"""The shared LLM policy: one model that plays both roles, its frozen reference, generation and log-probs."""
+
+from __future__ import annotations
+
+import copy
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lsp_env import models
+from lsp_env.prompts import render_chat
+
+from .backends import make_backend
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class Completion:
+    """One generated completion: the text the env receives, and the tokens the update trains on."""
+
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+
+
+class Policy:
+    """One causal LM for both roles.
+
+    Args:
+        model: a name (``"embedded"``, ``"tiny-random"``, a hub id, a local directory or an ``lsp-train`` checkpoint).
+        lora: train LoRA adapters (peft) instead of all weights. The reference is then the same model with the
+            adapters disabled, so the base weights are held once; full fine-tuning keeps a frozen copy instead.
+        lora_r, lora_alpha, lora_target_modules: the LoRA shape (peft's names).
+        bf16: bf16 autocast for generation, log-probs and the update (fp32 master weights); use where the hardware
+            has fast bf16 (:func:`lsp_env.models.bf16_supported`).
+        backend: generation backend name (``"hf"``).
+    """
+
+    def __init__(self, model: str = "embedded", lora: bool = False, lora_r: int = 16, lora_alpha: int = 32,
+                 lora_target_modules: tuple[str, ...] = LORA_TARGETS, bf16: bool = False, backend: str = "hf"):
+        self.name = model
+        self.model, self.tokenizer = models.load_model(model)
+        self.lora = lora
+        self.autocast_dtype = torch.bfloat16 if bf16 else None
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            present = {name.rsplit(".", 1)[-1] for name, _ in self.model.named_modules()}
+            targets = [t for t in lora_target_modules if t in present]
+            if not targets:
+                raise ValueError(
+                    f"--lora: the model has none of the target modules {list(lora_target_modules)}; "
+                    f"pass --lora-target-modules with names from its layers, or train without --lora"
+                )
+            config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules=targets, lora_dropout=0.0,
+                                task_type="CAUSAL_LM")
+            self.model = get_peft_model(self.model, config)
+        # full fine-tuning: freeze a copy now, before any update can touch the weights it must keep
+        self._frozen_reference = None if lora else copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.model.train()
+        self.backend = make_backend(backend, self.model, self.tokenizer, autocast_dtype=self.autocast_dtype)
+
+    # ---- the reference --------------------------------------------------------------------------------------
+    @property
+    def reference(self):
+        """The frozen reference module: the LoRA model itself (used under :meth:`reference_mode`) or a frozen copy."""
+        return self.model if self.lora else self._frozen_reference
+
+    def reference_pair(self):
+        """``(reference, tokenizer)`` for the env's hooks (judge, self-quality): the run holds the base weights once."""
+        return self.reference, self.tokenizer
+
+    # ---- generation -----------------------------------------------------------------------------------------
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return render_chat(self.tokenizer, messages)
+
+    def generate(self, chats: list[list[dict]], max_new_tokens: int = 64, temperature: float = 1.0,
+                 top_p: float = 1.0, top_k: int = 0, do_sample: bool = True) -> list[Completion]:
+        prompts = [self.prompt_ids(chat) for chat in chats]
+        outputs = self.backend.generate(prompts, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                                        do_sample=do_sample)
+        return [
+            Completion(self.tokenizer.decode(out, skip_special_tokens=True), prompt, out)
+            for prompt, out in zip(prompts, outputs)
+        ]
+
+    # ---- log-probs ------------------------------------------------------------------------------------------
+    def autocast(self):
+        return torch.autocast(self.model.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext()
+
+    def completion_logps(self, prompts: list[list[int]], completions: list[list[int]], reference: bool = False):
+        """Per-token log-probs of the completions: ``(logps, mask)``, both ``(B, max completion length)``.
+
+        Layout: prompts left-padded, completions right-padded, so every row's completion occupies the same
+        columns and the LM head runs only on them (``logits_to_keep``), not on the prompt.
+        Gradients flow unless ``reference`` (then computed under ``torch.inference_mode``).
+        """
+        pad = self.tokenizer.pad_token_id
+        prompt_width = max(len(p) for p in prompts)
+        width = max(len(c) for c in completions)
+        rows = len(prompts)
+        ids = torch.full((rows, prompt_width + width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, (p, c) in enumerate(zip(prompts, completions)):
+            ids[r, prompt_width - len(p):prompt_width + len(c)] = torch.as_tensor(p + c)
+            mask[r, prompt_width - len(p):prompt_width + len(c)] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        module = self.reference if reference else self.model
+        grad = torch.inference_mode() if reference else nullcontext()
+        reference_mode = models.reference_mode(module) if reference else nullcontext()
+        with grad, reference_mode, self.autocast():
+            logits = module(input_ids=ids, attention_mask=mask, position_ids=positions,
+                            logits_to_keep=width + 1).logits[:, :-1].float()
+            targets = ids[:, prompt_width:]
+            logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        return logps, mask[:, prompt_width:].float()
+
+    # ---- save / load ----------------------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> None:
+        """An HF model directory (or peft adapters with LoRA) that ``--model`` and ``from_pretrained`` accept."""
+        if self.lora:
+            self.model.save_pretrained(directory)
+            self.tokenizer.save_pretrained(directory)
+        else:
+            models.save_plain(self.model, self.tokenizer, directory)
+
+    def load_weights(self, directory: str | os.PathLike) -> None:
+        """Load trained weights saved by :meth:`save` into this policy (the reference stays the base model)."""
+        directory = Path(directory)
+        if self.lora:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(self.model, load_file(directory / "adapter_model.safetensors"))
+        else:
+            from safetensors.torch import load_file
+
+            state = load_file(directory / "model.safetensors")
+            missing, unexpected = self.model.load_state_dict(state, strict=False)
+            if unexpected or any(not k.endswith("lm_head.weight") for k in missing):
+                raise ValueError(f"checkpoint {directory} does not match the model: missing {missing}, unexpected {unexpected}")
+        self.backend.sync_weights()

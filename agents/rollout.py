@@ -1,0 +1,117 @@
+"""Play one iteration of the game on a vector env: N challenger queries, then N × G solver answers -> a Batch.
+
+Generation is batched over the whole iteration: one call for the N queries, one for the N × G answers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+CHALLENGER, SOLVER = 0, 1
+
+
+@dataclass
+class Batch:
+    """One iteration's samples, both roles: what an agent's ``update`` consumes.
+
+    ``groups[b]`` is the index (0..N−1) of the round the sample belongs to: a solver sample's query, or the
+    challenger's own query. ``rewards`` are the env's (``info["rewards"]``); KL shaping, when placed in the
+    reward, is applied by the agent before advantages (see :meth:`agents.base.LLMAgent.prepare`).
+    """
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    roles: torch.Tensor
+    rewards: torch.Tensor
+    groups: torch.Tensor
+    texts: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    def select(self, index: list[int]) -> "Batch":
+        return Batch([self.prompt_ids[i] for i in index], [self.completion_ids[i] for i in index],
+                     self.roles[index], self.rewards[index], self.groups[index], [self.texts[i] for i in index])
+
+
+def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -> Batch:
+    """Reset every sub-env, let ``agent.act`` play both roles, and collect the round's samples with their rewards."""
+    timings = {}
+    start = time.perf_counter()
+    obs, info = envs.reset(seed=seed)
+    num_envs = envs.num_envs
+    samples: list[tuple] = []  # (completion, role, group)
+    payoffs: dict[int, float] = {}
+    solver_rewards: dict[int, list[float]] = {}
+    invalid = 0
+    active = np.ones(num_envs, dtype=bool)
+
+    if (obs["role"] == CHALLENGER).all():
+        t = time.perf_counter()
+        queries = agent.act(list(info["messages"]))
+        timings["generate"] = time.perf_counter() - t
+        samples += [(c, CHALLENGER, i) for i, c in enumerate(queries)]
+        obs, _, terminated, _, info = envs.step([c.text for c in queries])
+        for i in np.flatnonzero(terminated):  # invalid queries end the round at once
+            payoffs[i] = float(info["rewards"]["challenger"][i])
+            invalid += 1
+        active = ~terminated
+        solver_chats = [info["messages"][i] for i in np.flatnonzero(active)]
+    else:
+        solver_chats = list(info["messages"])
+
+    t = time.perf_counter()
+    answers = agent.act([chat for chat in solver_chats for _ in range(num_generations)])
+    timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t
+    rows = np.flatnonzero(active)
+    t = time.perf_counter()
+    for j in range(num_generations):
+        actions = [""] * num_envs
+        for k, i in enumerate(rows):
+            actions[i] = answers[k * num_generations + j].text
+        _, _, terminated, _, info = envs.step(actions)
+        if j == num_generations - 1:
+            for i in rows:
+                solver_rewards[i] = [float(r) for r in info["rewards"]["solver"][i]]
+                challenger = info["rewards"]["challenger"][i]
+                if challenger is not None:
+                    payoffs[i] = float(challenger)
+    timings["score"] = time.perf_counter() - t
+    samples += [(answers[k * num_generations + j], SOLVER, i) for k, i in enumerate(rows) for j in range(num_generations)]
+
+    rewards, seen = [], {}  # the j-th solver sample of round g got solver_rewards[g][j]
+    for _, role, g in samples:
+        if role == CHALLENGER:
+            rewards.append(payoffs[g])
+        else:
+            j = seen.get(g, 0)
+            seen[g] = j + 1
+            rewards.append(solver_rewards[g][j])
+    batch = Batch(
+        prompt_ids=[c.prompt_ids for c, _, _ in samples],
+        completion_ids=[c.completion_ids for c, _, _ in samples],
+        roles=torch.tensor([r for _, r, _ in samples], dtype=torch.long),
+        rewards=torch.tensor(rewards, dtype=torch.float32),
+        groups=torch.tensor([g for _, _, g in samples], dtype=torch.long),
+        texts=[c.text for c, _, _ in samples],
+    )
+    batch.metrics = _round_metrics(batch, invalid, num_envs, timings, time.perf_counter() - start)
+    return batch
+
+
+def _round_metrics(batch: Batch, invalid: int, num_envs: int, timings: dict, seconds: float) -> dict:
+    metrics = {f"time/{k}": v for k, v in timings.items()}
+    metrics["time/rollout"] = seconds
+    for role, name in ((CHALLENGER, "challenger"), (SOLVER, "solver")):
+        pick = batch.roles == role
+        if pick.any():
+            metrics[f"reward/{name}"] = float(batch.rewards[pick].mean())
+            metrics[f"tokens/{name}"] = sum(len(batch.completion_ids[i]) for i in pick.nonzero().flatten().tolist())
+    metrics["invalid_query_rate"] = invalid / num_envs
+    metrics["tokens/generated"] = sum(len(c) for c in batch.completion_ids)
+    return metrics

@@ -1,0 +1,277 @@
+"""``lsp-train``: train one shared policy by self-play on an LSP env (also ``python -m agents.train``).
+
+Example: ``lsp-train --env LSP-Arith-v0 --agent grpo --iterations 50 --num-queries 4 --num-generations 4 --output-dir runs/a``
+
+Writes into ``--output-dir``: ``metrics.jsonl`` (one JSON object per iteration), ``checkpoint-<step>/`` every
+``--save-every`` iterations and at the end (model or LoRA adapters, optimizer, RNG states, step; written to a temp
+dir then renamed, with a ``latest`` pointer file replaced atomically), and ``metrics.png``. ``--resume`` continues
+from ``latest``: the continued run's metrics equal an uninterrupted run's (same seed, CPU).
+Agent knobs (``--epsilon``, ``--loss-type``, ``--learning-rate``, ...) follow the agent's config dataclass:
+``lsp-train --agent grpo --help-agent`` lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+AGENTS = {"pg": "agents.pg:PGAgent", "grpo": "agents.grpo:GRPOAgent"}
+
+
+@dataclass
+class TrainConfig:
+    env: str = field(default="LSP-Zero-v0", metadata={"help": "Registered env id: LSP-v0, LSP-Zero-v0, LSP-Arith-v0, LSP-Data-v0, LSP-Arith-Data-v0."})
+    agent: str = field(default="grpo", metadata={"help": "pg or grpo."})
+    model: str = field(default="embedded", metadata={"help": "embedded, tiny-random, an HF id, a local directory or a checkpoint-<step>/ of this tool (follow-up stage)."})
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft); the reference is then the base with adapters disabled."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    iterations: int = field(default=10, metadata={"help": "Training iterations (one batch of N queries x G answers each)."})
+    num_queries: int = field(default=4, metadata={"help": "N: challenger queries (rounds) per iteration."})
+    num_generations: int = field(default=4, metadata={"help": "G: solver answers per query (TRL's name)."})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient for both roles (the KL hook owns it)."})
+    challenger_beta: float | None = field(default=None, metadata={"help": "Challenger's KL coefficient (overrides --beta)."})
+    solver_beta: float | None = field(default=None, metadata={"help": "Solver's KL coefficient (overrides --beta)."})
+    kl_estimator: str = field(default="k3", metadata={"help": "k1, k2 or k3."})
+    kl_placement: str = field(default="loss", metadata={"help": "loss (the paper) or reward."})
+    payoff: str = field(default="zero_sum", metadata={"help": "Challenger payoff: zero_sum, rzero, learnability, variance."})
+    quality: bool = field(default=False, metadata={"help": "Add the self-quality reward (LSP) to any env; LSP-v0 has it already."})
+    reward: str | None = field(default=None, metadata={"help": "Built-in reward hook name (judge, arithmetic, length); default: the env's."})
+    repetition_penalty: float = field(default=0.0, metadata={"help": "Weight of the near-duplicate-query penalty on the challenger's payoff."})
+    bf16: bool = field(default=False, metadata={"help": "bf16 autocast (fast on CPUs with AVX-512 bf16 / AMX and recent GPUs)."})
+    backend: str = field(default="hf", metadata={"help": "Generation backend: hf."})
+    output_dir: str = field(default="runs/lsp", metadata={"help": "Where metrics, checkpoints and plots go."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the output dir's latest checkpoint."})
+    seed: int = field(default=0, metadata={"help": "Seeds torch, numpy, random and the envs."})
+    save_every: int = field(default=0, metadata={"help": "Checkpoint every k iterations (0: only at the end)."})
+    max_minutes: float = field(default=0.0, metadata={"help": "Stop after this many minutes of training (evaluation excluded); 0 = no limit."})
+    eval_every: int = field(default=0, metadata={"help": "Held-out arithmetic evaluation every k iterations (and before/after); 0 = off."})
+    eval_problems_per_level: int = field(default=40, metadata={"help": "Held-out problems per level for --eval-every."})
+    eval_levels: str = field(default="headline", metadata={"help": "Levels evaluated during training: headline or all."})
+
+
+def load_agent_class(name: str):
+    if name not in AGENTS:
+        raise ValueError(f"--agent {name!r}: use one of {sorted(AGENTS)}")
+    module, cls = AGENTS[name].split(":")
+    return getattr(__import__(module, fromlist=[cls]), cls)
+
+
+def validate(cfg: TrainConfig, agent_cfg) -> None:
+    """Every invalid setting fails here, before any model is loaded, with a message naming the fix."""
+    import gymnasium
+
+    import lsp_env  # noqa: F401  (registers the ids)
+
+    if cfg.env not in lsp_env.ENV_IDS and cfg.env not in gymnasium.registry:
+        raise ValueError(f"--env {cfg.env!r} is not registered: use one of {sorted(lsp_env.ENV_IDS)}")
+    if getattr(agent_cfg, "advantage", "group") == "group" and cfg.num_generations < 2:
+        raise ValueError(f"--num-generations {cfg.num_generations}: group advantages need G >= 2 (or --advantage rae)")
+    if cfg.num_queries < 1 or cfg.iterations < 0:
+        raise ValueError("--num-queries must be >= 1 and --iterations >= 0")
+    from lsp_env.models import EMBEDDED, TINY_RANDOM
+
+    if cfg.model not in (EMBEDDED, TINY_RANDOM) and not os.path.isdir(cfg.model) and cfg.model.count("/") != 1:
+        raise FileNotFoundError(f"--model {cfg.model!r}: no such directory, and not a hub id (owner/name), {EMBEDDED!r} or {TINY_RANDOM!r}")
+    from lsp_env.kl import KLHook
+
+    KLHook(cfg.beta, cfg.challenger_beta, cfg.solver_beta, cfg.kl_estimator, cfg.kl_placement)  # raises on bad values
+
+
+def build(cfg: TrainConfig, agent_cfg):
+    """Policy, vector env (handed the policy's frozen reference for its hooks) and agent."""
+    import gymnasium
+
+    import lsp_env
+    from lsp_env.kl import KLHook
+
+    from .policy import Policy
+
+    seed_everything(cfg.seed)
+    policy = Policy(cfg.model, lora=cfg.lora, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, bf16=cfg.bf16, backend=cfg.backend)
+    kl = KLHook(cfg.beta, cfg.challenger_beta, cfg.solver_beta, cfg.kl_estimator, cfg.kl_placement)
+    env_kwargs = dict(model=policy.reference_pair(), kl=kl, num_generations=cfg.num_generations, payoff=cfg.payoff,
+                      repetition_penalty=cfg.repetition_penalty)
+    if cfg.quality:
+        env_kwargs["quality"] = "self"
+    if cfg.reward:
+        env_kwargs["reward"] = cfg.reward
+    envs = gymnasium.make_vec(cfg.env, num_envs=cfg.num_queries, **env_kwargs)
+    assert isinstance(envs, lsp_env.LSPVectorEnv)
+    agent = load_agent_class(cfg.agent)(policy, kl=envs.kl, config=agent_cfg)
+    return policy, envs, agent
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+# ---- checkpoints ------------------------------------------------------------------------------------------------
+def save_checkpoint(output_dir: Path, step: int, agent, config: dict) -> Path:
+    """Write ``checkpoint-<step>/`` via a temp dir + rename, then point ``latest`` at it (atomic replace)."""
+    final = output_dir / f"checkpoint-{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-checkpoint-{step}-", dir=output_dir))
+    try:
+        agent.save_state(tmp)
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "config": config}, indent=1))
+        if final.exists():  # the same step saved again (a resumed run that re-reached it): replace it whole
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    pointer = output_dir / ".latest.tmp"
+    pointer.write_text(final.name)
+    os.replace(pointer, output_dir / "latest")
+    return final
+
+
+def load_checkpoint(output_dir: Path, agent) -> int:
+    """Restore agent, optimizer and RNG from ``latest``; return its step. Half-written temp dirs are never read."""
+    pointer = output_dir / "latest"
+    if not pointer.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint in {output_dir} (no 'latest' file); drop --resume to start fresh")
+    checkpoint = output_dir / pointer.read_text().strip()
+    agent.load_state(checkpoint)
+    set_rng_state(torch.load(checkpoint / "rng.pt", weights_only=False))
+    return json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (the run died between the two)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+
+
+# ---- the loop ---------------------------------------------------------------------------------------------------
+def evaluate(agent, cfg: TrainConfig) -> dict:
+    from lsp_env.tasks import arithmetic
+
+    from .evaluate import arithmetic_solve_rates
+
+    levels = arithmetic.HEADLINE_LEVELS if cfg.eval_levels == "headline" else tuple(arithmetic.LEVELS)
+    result = arithmetic_solve_rates(agent.policy, cfg.eval_problems_per_level, levels=levels)
+    out = {f"eval/{level}": rate for level, rate in result["per_level"].items()}
+    out["eval/headline"], out["eval/overall"] = result["headline"], result["overall"]
+    return out
+
+
+def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> list[dict]:
+    """Run ``cfg.iterations`` iterations of play -> update with any agent; returns this run's metric lines."""
+    from .display import Display
+    from .rollout import play_iteration
+
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = output_dir / "metrics.jsonl"
+    step = 0
+    if cfg.resume:
+        step = load_checkpoint(output_dir, agent)
+        keep_metrics_until(metrics_path, step)
+    elif metrics_path.exists() and metrics_path.stat().st_size:
+        raise FileExistsError(f"{metrics_path} exists: pass --resume to continue that run, or choose a new --output-dir")
+    record = config_record or asdict(cfg)
+    lines: list[dict] = []
+    evaluating = cfg.eval_every > 0 and "Arith" in cfg.env
+    if evaluating and step == 0:
+        lines.append({"step": 0, "world_size": 1, **evaluate(agent, cfg)})
+        _append(metrics_path, lines[-1])
+    trained_seconds = 0.0
+    last_saved = step
+    with Display(cfg.iterations, step) as display:
+        while step < cfg.iterations and not (cfg.max_minutes and trained_seconds >= 60 * cfg.max_minutes):
+            start = time.perf_counter()
+            batch = play_iteration(envs, agent, cfg.num_generations, seed=cfg.seed * 1_000_003 + step * envs.num_envs)
+            t = time.perf_counter()
+            try:
+                metrics = agent.update(batch)
+            except FloatingPointError as err:
+                raise SystemExit(f"stopped at iteration {step + 1}: {err}. The last good checkpoint is "
+                                 f"{output_dir / 'latest'} (resume with --resume after fixing the cause).") from None
+            step += 1
+            seconds = time.perf_counter() - start
+            trained_seconds += seconds
+            metrics.update({"step": step, "world_size": 1, "time/update": time.perf_counter() - t,
+                            "time/iteration": seconds, "tokens_per_second": metrics["tokens/generated"] / seconds})
+            if evaluating and (step % cfg.eval_every == 0 or step == cfg.iterations):
+                metrics.update(evaluate(agent, cfg))
+            metrics["time/trained"] = trained_seconds
+            _append(metrics_path, metrics)
+            lines.append(metrics)
+            display.update(step, metrics, batch)
+            if cfg.save_every and step % cfg.save_every == 0:
+                save_checkpoint(output_dir, step, agent, record)
+                last_saved = step
+    if evaluating and lines and "eval/headline" not in lines[-1] and step:
+        final = {"step": step, "world_size": 1, **evaluate(agent, cfg)}
+        _append(metrics_path, final)
+        lines.append(final)
+    if step != last_saved or not (output_dir / "latest").exists():
+        save_checkpoint(output_dir, step, agent, record)
+    from .plots import plot_metrics
+
+    plot_metrics(metrics_path, output_dir / "metrics.png")
+    return lines
+
+
+def _append(path: Path, metrics: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(metrics, default=float) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def parse_args(argv: list[str] | None = None):
+    from transformers import HfArgumentParser
+
+    argv = sys.argv[1:] if argv is None else argv
+    (cfg, rest) = HfArgumentParser(TrainConfig).parse_args_into_dataclasses(args=[a for a in argv if a != "--help-agent"],
+                                                                             return_remaining_strings=True)
+    agent_class = load_agent_class(cfg.agent)
+    agent_parser = HfArgumentParser(agent_class.config_class)
+    if "--help-agent" in argv:
+        agent_parser.print_help()
+        raise SystemExit(0)
+    (agent_cfg,) = agent_parser.parse_args_into_dataclasses(args=rest)
+    return cfg, agent_cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, agent_cfg = parse_args(argv)
+    validate(cfg, agent_cfg)
+    _, envs, agent = build(cfg, agent_cfg)
+    lines = train(agent, envs, cfg, {"train": asdict(cfg), "agent": asdict(agent_cfg)})
+    if lines and any(isinstance(v, float) and not math.isfinite(v) for v in lines[-1].values()):
+        raise SystemExit("the last iteration has non-finite metrics")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The batched vector env: N rounds side by side, each hook called once per step for all sub-envs."""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from .env import LSPEnv
+from .rewards import repetition_penalties
+
+
+class LSPVectorEnv(VectorEnv):
+    """``gymnasium.make_vec("LSP-v0", num_envs=N, **kwargs)``: N :class:`LSPEnv` rounds stepped together.
+
+    Each ``step`` parses every sub-env's action, then calls the ``reward`` hook once and the ``quality`` hook once
+    on all the (query, answer) pairs of that step, so a judge scores N answers in one batched forward instead of N.
+    The sub-envs share the hook objects (one judge model in memory). The repetition penalty, which needs all of an
+    iteration's queries, is computed here at the challenger step.
+
+    Autoreset is disabled (``metadata["autoreset_mode"] = AutoresetMode.DISABLED``) on purpose: rounds last 1 step
+    (invalid query) or G + 1 steps, so sub-envs finish at different steps and an iteration is "reset all, step until
+    all have terminated". Stepping a finished sub-env is allowed and does nothing: its action is ignored, its
+    reward is 0, ``terminated`` stays True and its info entries are masked out. ``reset(options={"reset_mask":
+    mask})`` resets only the masked sub-envs. Observations: ``{"role": int64 array (N,), "prompt": tuple of N str}``;
+    infos follow Gymnasium's vector convention (``info[key]`` arrays with a boolean ``info["_" + key]`` mask).
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.DISABLED, "render_modes": []}
+
+    def __init__(self, num_envs: int = 1, **kwargs):
+        first = LSPEnv(**kwargs)
+        shared = {"reward": first.reward_fn, "quality": first.quality_fn, "kl": first.kl}
+        self.envs = [first] + [LSPEnv(**{**kwargs, **shared}) for _ in range(num_envs - 1)]
+        self.num_envs = num_envs
+        self.kl = first.kl
+        self.reward_fn, self.quality_fn = first.reward_fn, first.quality_fn
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._done = np.ones(num_envs, dtype=bool)
+        self._last_obs = [None] * num_envs
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        mask = np.ones(self.num_envs, dtype=bool) if not options or "reset_mask" not in options else np.asarray(options["reset_mask"])
+        seeds = seed if isinstance(seed, (list, tuple)) else [None if seed is None else seed + i for i in range(self.num_envs)]
+        infos: dict = {}
+        for i, env in enumerate(self.envs):
+            if mask[i]:
+                self._last_obs[i], info = env.reset(seed=seeds[i])
+                self._done[i] = False
+                infos = self._add_info(infos, info, i)
+        return self._batch(self._last_obs), infos
+
+    def step(self, actions):
+        if len(actions) != self.num_envs:
+            raise ValueError(f"step needs one action per sub-env: got {len(actions)} for {self.num_envs}")
+        pending = {i: env.accept(actions[i]) for i, env in enumerate(self.envs) if not self._done[i]}
+        queries = {i: p.query for i, p in pending.items() if p.kind == "query"}
+        if queries and any(self.envs[i].repetition_penalty for i in queries):
+            for i, share in zip(queries, repetition_penalties(list(queries.values()))):
+                self.envs[i].set_repetition(share)
+        answering = [i for i, p in pending.items() if p.kind == "answer"]
+        raw, quality = {}, {}
+        if answering:
+            pairs = ([pending[i].query for i in answering], [pending[i].answer for i in answering])
+            raw = dict(zip(answering, self.reward_fn(*pairs)))
+            if self.quality_fn:
+                quality = dict(zip(answering, self.quality_fn(*pairs)))
+        rewards = np.zeros(self.num_envs)
+        terminations = self._done.copy()
+        infos: dict = {}
+        for i, p in pending.items():
+            obs, rewards[i], terminations[i], _, info = self.envs[i].finish(p, raw.get(i, 0.0), quality.get(i, 0.0))
+            self._last_obs[i] = obs
+            infos = self._add_info(infos, info, i)
+        self._done = terminations.copy()
+        return self._batch(self._last_obs), rewards, terminations, np.zeros(self.num_envs, dtype=bool), infos
+
+    def _batch(self, observations) -> dict:
+        return {
+            "role": np.array([o["role"] for o in observations], dtype=np.int64),
+            "prompt": tuple(o["prompt"] for o in observations),
+        }
