@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m lsp_env.demo
+	$(BIN)/python -m agents.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

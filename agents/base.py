@@ -69,6 +69,32 @@ class Prepared:
     metrics: dict
 
 
+def aggregation_weights(roles: torch.Tensor, lengths: torch.Tensor, loss_type: str, max_completion_length: int,
+                        challenger_weight: float = 1.0, solver_weight: float = 1.0) -> torch.Tensor:
+    """Per-sample weight w_b such that a role's loss is sum_b w_b * sum_t loss_bt (TRL's aggregations, per role).
+
+    grpo: 1 / (n_role * |o_b|) (mean over tokens, then over sequences); bnpo and dapo: 1 / (tokens of the role;
+    dapo counts the global batch across processes, bnpo this process's); dr_grpo: 1 / (n_role * max_completion_length).
+    Linear in the samples, so micro-batching the backward pass leaves the loss exact.
+    """
+    weights = torch.zeros(len(roles))
+    for role, role_weight in ((0, challenger_weight), (1, solver_weight)):
+        pick = roles == role
+        n = int(pick.sum())
+        if n == 0:
+            continue
+        if loss_type == "grpo":
+            norm = n * lengths[pick]
+        elif loss_type in ("bnpo", "dapo"):
+            norm = lengths[pick].sum().expand(n)
+        elif loss_type == "dr_grpo":
+            norm = torch.full((n,), float(n * max_completion_length))
+        else:
+            raise ValueError(f"loss_type={loss_type!r}: use one of {LOSS_TYPES}")
+        weights[pick] = role_weight / norm
+    return weights
+
+
 def pad_rows(rows: list[torch.Tensor], index: list[int]) -> torch.Tensor:
     return pad_sequence([rows[i] for i in index], batch_first=True)
 
@@ -121,15 +147,8 @@ class LLMAgent:
         advantages = compute_advantages(rewards, batch.roles, batch.groups, c.scale_rewards, self.baseline)
         betas = torch.tensor([kl.coef("challenger"), kl.coef("solver")])[batch.roles] if kl.placement == "loss" else torch.zeros(len(batch))
         lengths = torch.tensor([len(x) for x in batch.completion_ids], dtype=torch.float32)
-        weights = torch.zeros(len(batch))
-        for role, role_weight in ((0, c.challenger_weight), (1, c.solver_weight)):
-            pick = batch.roles == role
-            n = int(pick.sum())
-            if n == 0:
-                continue
-            norm = {"grpo": n * lengths[pick], "bnpo": lengths[pick].sum().expand(n), "dapo": lengths[pick].sum().expand(n),
-                    "dr_grpo": torch.full((n,), float(n * c.max_completion_length))}[c.loss_type]
-            weights[pick] = role_weight / norm
+        weights = aggregation_weights(batch.roles, lengths, c.loss_type, c.max_completion_length,
+                                      c.challenger_weight, c.solver_weight)
         # a sample with zero advantage and no KL term has zero gradient: skip its forward/backward
         index = [i for i in everyone if advantages[i] != 0 or betas[i] > 0]
         metrics["advantage/abs_mean"] = float(advantages.abs().mean())

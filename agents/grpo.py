@@ -18,6 +18,13 @@ from .base import AgentConfig, LLMAgent, pad_rows
 from .rollout import Batch
 
 
+def clipped_surrogate(logps, old_logps, advantages, eps_low: float, eps_high: float):
+    """Per-token −min(ratio · A, clip(ratio, 1 − ε_low, 1 + ε_high) · A), and where the clip was active."""
+    ratio = torch.exp(logps - old_logps)
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+    return -torch.min(ratio * advantages, clipped * advantages), ratio != clipped
+
+
 @dataclass
 class GRPOConfig(AgentConfig):
     epsilon: float = field(default=0.2, metadata={"help": "Lower clip range of the ratio (and upper, unless epsilon_high)."})
@@ -48,9 +55,7 @@ class GRPOAgent(LLMAgent):
                                                            [batch.completion_ids[i] for i in chunk])
                 A = prep.advantages[chunk, None]
                 old = pad_rows(old_logps, chunk) if old_logps else logps.detach()
-                ratio = torch.exp(logps - old)
-                clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
-                per_token = -torch.min(ratio * A, clipped * A)                        # clipped surrogate
+                per_token, was_clipped = clipped_surrogate(logps, old, A, eps_low, eps_high)
                 if prep.ref_logps is not None:
                     kl = self.kl.estimate(logps, pad_rows(prep.ref_logps, chunk))
                     per_token = per_token + prep.betas[chunk, None] * kl              # + β · KL(π || π_ref)
@@ -58,7 +63,7 @@ class GRPOAgent(LLMAgent):
                 per_sample = (per_token * mask).sum(-1) * prep.weights[chunk]
                 per_sample.sum().backward()
                 self.track_loss(per_sample.detach(), batch.roles[chunk], totals)
-                clipped_tokens += float(((ratio != clipped).float() * mask).sum())
+                clipped_tokens += float((was_clipped.float() * mask).sum())
                 all_tokens += float(mask.sum())
             metrics = {**totals, **self.kl_metrics(kl_sums), "grad_norm": self.optimizer_step(),
                        "clip_ratio": clipped_tokens / max(all_tokens, 1.0)}

@@ -35,8 +35,9 @@ class Policy:
         lora: train LoRA adapters (peft) instead of all weights. The reference is then the same model with the
             adapters disabled, so the base weights are held once; full fine-tuning keeps a frozen copy instead.
         lora_r, lora_alpha, lora_target_modules: the LoRA shape (peft's names).
-        bf16: bf16 autocast for generation, log-probs and the update (fp32 master weights); use where the hardware
-            has fast bf16 (:func:`lsp_env.models.bf16_supported`).
+        bf16: bf16 autocast for log-probs and the update (fp32 master weights) and a bf16 copy of the weights for
+            generation, synced after each update; use where the hardware has fast bf16
+            (:func:`lsp_env.models.bf16_supported`).
         backend: generation backend name (``"hf"``).
     """
 
@@ -62,7 +63,8 @@ class Policy:
         # full fine-tuning: freeze a copy now, before any update can touch the weights it must keep
         self._frozen_reference = None if lora else copy.deepcopy(self.model).eval().requires_grad_(False)
         self.model.train()
-        self.backend = make_backend(backend, self.model, self.tokenizer, autocast_dtype=self.autocast_dtype)
+        self.backend = make_backend(backend, self.model, self.tokenizer, autocast_dtype=self.autocast_dtype,
+                                    generation_dtype=self.autocast_dtype)
 
     # ---- the reference --------------------------------------------------------------------------------------
     @property

@@ -57,7 +57,8 @@ class TrainConfig:
     max_minutes: float = field(default=0.0, metadata={"help": "Stop after this many minutes of training (evaluation excluded); 0 = no limit."})
     eval_every: int = field(default=0, metadata={"help": "Held-out arithmetic evaluation every k iterations (and before/after); 0 = off."})
     eval_problems_per_level: int = field(default=40, metadata={"help": "Held-out problems per level for --eval-every."})
-    eval_levels: str = field(default="headline", metadata={"help": "Levels evaluated during training: headline or all."})
+    eval_levels: str = field(default="headline", metadata={"help": "Levels evaluated during training: headline or all (the first and last evaluations cover all levels)."})
+    eval_at_start: bool = field(default=True, metadata={"help": "Evaluate the starting model (step 0) when --eval-every is set."})
 
 
 def load_agent_class(name: str):
@@ -88,8 +89,8 @@ def validate(cfg: TrainConfig, agent_cfg) -> None:
     KLHook(cfg.beta, cfg.challenger_beta, cfg.solver_beta, cfg.kl_estimator, cfg.kl_placement)  # raises on bad values
 
 
-def build(cfg: TrainConfig, agent_cfg):
-    """Policy, vector env (handed the policy's frozen reference for its hooks) and agent."""
+def build(cfg: TrainConfig, agent_cfg, agent_class=None):
+    """Policy, vector env (handed the policy's frozen reference for its hooks) and agent (``--agent``'s, or ``agent_class``)."""
     import gymnasium
 
     import lsp_env
@@ -108,7 +109,7 @@ def build(cfg: TrainConfig, agent_cfg):
         env_kwargs["reward"] = cfg.reward
     envs = gymnasium.make_vec(cfg.env, num_envs=cfg.num_queries, **env_kwargs)
     assert isinstance(envs, lsp_env.LSPVectorEnv)
-    agent = load_agent_class(cfg.agent)(policy, kl=envs.kl, config=agent_cfg)
+    agent = (agent_class or load_agent_class(cfg.agent))(policy, kl=envs.kl, config=agent_cfg)
     return policy, envs, agent
 
 
@@ -172,12 +173,12 @@ def keep_metrics_until(path: Path, step: int) -> None:
 
 
 # ---- the loop ---------------------------------------------------------------------------------------------------
-def evaluate(agent, cfg: TrainConfig) -> dict:
+def evaluate(agent, cfg: TrainConfig, all_levels: bool = False) -> dict:
     from lsp_env.tasks import arithmetic
 
     from .evaluate import arithmetic_solve_rates
 
-    levels = arithmetic.HEADLINE_LEVELS if cfg.eval_levels == "headline" else tuple(arithmetic.LEVELS)
+    levels = arithmetic.HEADLINE_LEVELS if cfg.eval_levels == "headline" and not all_levels else tuple(arithmetic.LEVELS)
     result = arithmetic_solve_rates(agent.policy, cfg.eval_problems_per_level, levels=levels)
     out = {f"eval/{level}": rate for level, rate in result["per_level"].items()}
     out["eval/headline"], out["eval/overall"] = result["headline"], result["overall"]
@@ -201,8 +202,8 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
     record = config_record or asdict(cfg)
     lines: list[dict] = []
     evaluating = cfg.eval_every > 0 and "Arith" in cfg.env
-    if evaluating and step == 0:
-        lines.append({"step": 0, "world_size": 1, **evaluate(agent, cfg)})
+    if evaluating and step == 0 and cfg.eval_at_start:
+        lines.append({"step": 0, "world_size": 1, **evaluate(agent, cfg, all_levels=True)})
         _append(metrics_path, lines[-1])
     trained_seconds = 0.0
     last_saved = step
@@ -221,7 +222,7 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
             trained_seconds += seconds
             metrics.update({"step": step, "world_size": 1, "time/update": time.perf_counter() - t,
                             "time/iteration": seconds, "tokens_per_second": metrics["tokens/generated"] / seconds})
-            if evaluating and (step % cfg.eval_every == 0 or step == cfg.iterations):
+            if evaluating and step % cfg.eval_every == 0 and step != cfg.iterations:
                 metrics.update(evaluate(agent, cfg))
             metrics["time/trained"] = trained_seconds
             _append(metrics_path, metrics)
@@ -230,8 +231,8 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
             if cfg.save_every and step % cfg.save_every == 0:
                 save_checkpoint(output_dir, step, agent, record)
                 last_saved = step
-    if evaluating and lines and "eval/headline" not in lines[-1] and step:
-        final = {"step": step, "world_size": 1, **evaluate(agent, cfg)}
+    if evaluating and step:  # the final evaluation covers every level
+        final = {"step": step, "world_size": 1, "final": True, **evaluate(agent, cfg, all_levels=True)}
         _append(metrics_path, final)
         lines.append(final)
     if step != last_saved or not (output_dir / "latest").exists():

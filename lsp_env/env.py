@@ -174,6 +174,9 @@ class LSPEnv(gym.Env):
         self.action_space = AnyText(MAX_PROMPT_CHARS)
         self._phase = "needs_reset"
         self._messages: list[dict] = []
+        self._query: str | None = None
+        self._answers: list[str] = []
+        self._solver_rewards: list[float] = []
 
     @property
     def data_mode(self) -> bool:
@@ -182,7 +185,7 @@ class LSPEnv(gym.Env):
     # ---- the turn machine ------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self._query: str | None = None
+        self._query = None
         self._raw: list[float] = []
         self._quality: list[float] = []
         self._solver_rewards: list[float] = []

@@ -25,27 +25,33 @@ CHALLENGER_USER = "Write one new query for the assistant."
 SOLVER_SYSTEM = "You are a helpful assistant. Answer the user's request as well as you can."
 
 _QUERY_TAG = re.compile(r"<query>(.*?)</query>", re.S | re.I)
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:query|question|instruction|prompt|task)\s*(?:\d+)?\s*[:.\-]\s*(?:\*\*)?\s*", re.I)
+# a label is the word, an optional number, then ":", ". " or a spaced dash ("Query 2 - "); "Question-answering" is no label
+_LABEL = re.compile(r"^\s*(?:\*\*)?(?:query|question|instruction|prompt|task)(?:\s*\d+)?(?:\s*:|\.\s|\s+[-–]\s)\s*(?:\*\*)?\s*", re.I)
 _QUOTES = "\"'`“”‘’"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str every surrogate code point is a lone one
 
 
 def clean_text(text: str) -> str:
     """Make a model's text safe to tokenize and write: lone surrogates -> U+FFFD, NUL dropped."""
-    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+    return _SURROGATE.sub("\ufffd", text).replace("\x00", "")
 
 
 def extract_query(text: str, max_chars: int = MAX_QUERY_CHARS) -> str | None:
     """The challenger's output -> one query, or None when it holds no usable query.
 
     Rule: if the text has ``<query>...</query>``, the first such span is the query; otherwise the whole text is.
-    Then a leading label (``Query:``, ``Question 1 -``, ``**Instruction:**``) and surrounding quotes/whitespace are
-    stripped. A plain question with no markup is a valid query. Unusable: empty, no letter or digit, or longer
+    Then a leading label (``Query:``, ``Question 1 -``, ``**Instruction:**``), whitespace, and one pair of quotes
+    around the whole query are stripped. A plain question with no markup is a valid query. Unusable: empty, no letter or digit, or longer
     than ``max_chars`` characters.
     """
     text = clean_text(text)
     tagged = _QUERY_TAG.search(text)
     query = tagged.group(1) if tagged else text
-    query = _LABEL.sub("", query, count=1).strip().strip(_QUOTES).strip()
+    query = _LABEL.sub("", query, count=1).strip()
+    if len(query) > 1 and query[0] in _QUOTES and query[-1] in _QUOTES:
+        query = query[1:-1].strip()
     if not query or len(query) > max_chars or not any(ch.isalnum() for ch in query):
         return None
     return query

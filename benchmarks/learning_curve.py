@@ -1,0 +1,179 @@
+"""Head-to-head: does self-play with no data improve the model about as much as data-driven RL? (arithmetic)
+
+Arms, each trained from the embedded model for the same wall-clock budget with ``lsp-train`` (one subprocess per
+arm and seed, one at a time so each has the whole machine):
+  data      GRPO on `LSP-Arith-Data-v0` (problems from the seeded generator, held-out set excluded)
+  lsp_zero  GRPO self-play on `LSP-Arith-v0`, no data
+  lsp       the same with the self-quality reward (`--quality`)
+Held-out solve rate (greedy) before, during and after; the headline levels are 1-digit sums, 2-digit + 1-digit
+sums and 1-digit products; harder levels are reported beside them.
+
+    python benchmarks/learning_curve.py                    # 10 min per arm, 3 + 3 + 1 runs (~85 min on 2 cores)
+    python benchmarks/learning_curve.py --minutes 2 --seeds 1 --output /tmp/lc.json   # a quick look
+
+Writes JSON (``solve_rate_before``, ``solve_rate_after``, ``data_baseline_after``, ``gain_ratio`` on the headline
+levels, averaged over seeds; per-level, per-seed and curve detail under other keys), a PNG beside it, and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ARMS = {
+    "data": ["--env", "LSP-Arith-Data-v0"],
+    "lsp_zero": ["--env", "LSP-Arith-v0"],
+    "lsp": ["--env", "LSP-Arith-v0", "--quality"],
+}
+# The recipe shared by every arm (only the env differs), chosen by the pilot runs described in the README.
+RECIPE = ["--agent", "grpo", "--num-queries", "4", "--num-generations", "4", "--max-completion-length", "32",
+          "--learning-rate", "5e-6", "--beta", "0", "--scale-rewards", "none", "--loss-type", "grpo"]
+
+
+def run_arm(arm: str, seed: int, args, workdir: Path) -> dict:
+    out = workdir / f"{arm}-seed{seed}"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    cmd = [sys.executable, "-m", "agents.train", *ARMS[arm], *RECIPE, *args.extra, "--model", args.model,
+           "--seed", str(seed), "--iterations", "100000", "--max-minutes", str(args.minutes),
+           "--eval-every", str(args.eval_every), "--eval-at-start", "false", "--output-dir", str(out)]
+    if args.bf16:
+        cmd.append("--bf16")
+    start = time.time()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL if args.quiet else None)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [line for line in lines if "eval/headline" in line]
+    final = evals[-1]
+    trained = [line for line in lines if "reward/solver" in line]
+    return {
+        "arm": arm, "seed": seed, "iterations": trained[-1]["step"] if trained else 0,
+        "wall_seconds": time.time() - start, "trained_seconds": trained[-1]["time/trained"] if trained else 0.0,
+        "after_headline": final["eval/headline"], "after_overall": final["eval/overall"],
+        "after_per_level": {k[5:]: v for k, v in final.items() if k.startswith("eval/") and k[5:] not in ("headline", "overall")},
+        "curve": [(line["time/trained"] if "time/trained" in line else 0.0, line["eval/headline"]) for line in evals],
+        "solver_reward_curve": [(line["step"], line["reward/solver"]) for line in trained],
+        "invalid_query_curve": [(line["step"], line["invalid_query_rate"]) for line in trained if "invalid_query_rate" in line],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per arm and seed")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds for the data baseline and LSP-Zero")
+    parser.add_argument("--lsp-seeds", type=int, default=1, help="seeds for LSP (self-quality)")
+    parser.add_argument("--arms", default="data,lsp_zero,lsp")
+    parser.add_argument("--eval-every", type=int, default=15)
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: where the CPU has fast bf16")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks/results/learning_curve.json"))
+    parser.add_argument("--workdir", default=str(ROOT / "runs/learning_curve"))
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("extra", nargs="*", help="more lsp-train flags for every arm (after --)")
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from agents.evaluate import arithmetic_solve_rates
+    from agents.policy import Policy
+    from lsp_env.models import bf16_supported
+
+    if args.bf16 is None:
+        args.bf16 = bf16_supported()
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    console = Console()
+    console.print("evaluating the starting model on the held-out set ...")
+    before = arithmetic_solve_rates(Policy(args.model, bf16=args.bf16))
+    runs = []
+    for arm in args.arms.split(","):
+        for seed in range(args.lsp_seeds if arm == "lsp" else args.seeds):
+            console.print(f"training {arm} seed {seed} for {args.minutes} min ...")
+            runs.append(run_arm(arm, seed, args, workdir))
+            _write(args, before, runs)  # partial results survive an interrupted benchmark
+    result = _write(args, before, runs)
+    table = Table("arm", "seeds", "iterations", "headline before", "headline after", "overall after", title="held-out solve rate (greedy)")
+    for arm, summary in result["arms"].items():
+        table.add_row(arm, str(summary["seeds"]), f"{summary['iterations_mean']:.0f}", f"{result['solve_rate_before']:.3f}",
+                      f"{summary['headline_after_mean']:.3f} ± {summary['headline_after_std']:.3f}", f"{summary['overall_after_mean']:.3f}")
+    console.print(table)
+    console.print(f"gain ratio (LSP-Zero / data) = {result['gain_ratio']:.2f}   (target >= 0.9, after >= 0.5)")
+
+
+def _write(args, before: dict, runs: list[dict]) -> dict:
+    import numpy as np
+
+    arms = {}
+    for arm in dict.fromkeys(r["arm"] for r in runs):
+        mine = [r for r in runs if r["arm"] == arm]
+        headline = [r["after_headline"] for r in mine]
+        arms[arm] = {
+            "seeds": len(mine), "headline_after_mean": float(np.mean(headline)), "headline_after_std": float(np.std(headline)),
+            "overall_after_mean": float(np.mean([r["after_overall"] for r in mine])),
+            "iterations_mean": float(np.mean([r["iterations"] for r in mine])),
+            "per_level_after_mean": {lvl: float(np.mean([r["after_per_level"][lvl] for r in mine])) for lvl in mine[0]["after_per_level"]},
+        }
+    b = before["headline"]
+    data_after = arms.get("data", {}).get("headline_after_mean", float("nan"))
+    selfplay_after = arms.get("lsp_zero", {}).get("headline_after_mean", float("nan"))
+    result = {
+        "solve_rate_before": b,
+        "solve_rate_after": selfplay_after,
+        "data_baseline_after": data_after,
+        "lsp_after": arms.get("lsp", {}).get("headline_after_mean", float("nan")),
+        "gain_ratio": (selfplay_after - b) / (data_after - b) if data_after > b else float("nan"),
+        "before_per_level": before["per_level"],
+        "before_overall": before["overall"],
+        "arms": arms,
+        "runs": runs,
+        "budget_minutes_per_arm": args.minutes,
+        "recipe": RECIPE + list(args.extra),
+        "bf16": args.bf16,
+        "model": args.model,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "date": datetime.date.today().isoformat(),
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    _plot(result, out.with_suffix(".png"))
+    return result
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"data": "tab:blue", "lsp_zero": "tab:orange", "lsp": "tab:green"}
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for run in result["runs"]:
+        xs = [0.0] + [t / 60 for t, _ in run["curve"]]
+        ys = [result["solve_rate_before"]] + [v for _, v in run["curve"]]
+        label = f"{run['arm']}" if run["seed"] == 0 else None
+        ax.plot(xs, ys, marker="o", color=colors.get(run["arm"]), alpha=0.8, label=label)
+    ax.set_xlabel("training minutes (2 CPU cores)")
+    ax.set_ylabel("held-out solve rate, headline levels")
+    ax.set_title(f"self-play vs data (gain ratio {result['gain_ratio']:.2f})")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The learners: advantages and loss maths against hand-computed values, updates, the CLI, resume, custom agents."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents import GRPOAgent, GRPOConfig, PGAgent, PGConfig, Policy, RoleBaseline
+from agents.advantages import challenger_advantages, compute_advantages, group_advantages
+from agents.base import aggregation_weights
+from agents.grpo import clipped_surrogate
+from agents.rollout import play_iteration
+from agents.train import main as train_main
+from lsp_env.kl import KLHook
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--model", "tiny-random", "--num-queries", "2", "--num-generations", "2", "--max-completion-length", "8"]
+
+
+# ---- advantages ---------------------------------------------------------------------------------------------
+def test_group_advantages_match_trl_bessel_std_plus_1e4():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    mean0, std0 = 1 / 3, math.sqrt(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 2)  # Bessel: divide by G - 1
+    expected = [(1 - mean0) / (std0 + 1e-4), -mean0 / (std0 + 1e-4), -mean0 / (std0 + 1e-4), 0.0, 0.0, 0.0]
+    assert group_advantages(rewards, groups, "group").tolist() == pytest.approx(expected, abs=1e-6)
+    assert group_advantages(rewards, groups, "none").tolist() == pytest.approx([2 / 3, -1 / 3, -1 / 3, 0, 0, 0], abs=1e-6)
+    batch_std = float(rewards.std())
+    assert group_advantages(rewards, groups, "batch").tolist() == pytest.approx(
+        [x / (batch_std + 1e-4) for x in [2 / 3, -1 / 3, -1 / 3, 0, 0, 0]], abs=1e-6)
+
+
+def test_challenger_advantage_is_payoff_minus_mean_payoff():
+    payoffs = torch.tensor([-1.0, -0.5, 0.0, -0.5])  # zero-sum: c = -V(q)
+    assert challenger_advantages(payoffs, "none").tolist() == pytest.approx([-0.5, 0.0, 0.5, 0.0])
+    std = float(payoffs.std())
+    assert challenger_advantages(payoffs, "group").tolist() == pytest.approx([x / (std + 1e-4) for x in [-0.5, 0, 0.5, 0]], abs=1e-6)
+
+
+def test_compute_advantages_routes_roles():
+    roles = torch.tensor([0, 0, 1, 1, 1, 1])
+    groups = torch.tensor([0, 1, 0, 0, 1, 1])
+    rewards = torch.tensor([-0.5, -1.0, 1.0, 0.0, 1.0, 1.0])
+    a = compute_advantages(rewards, roles, groups, "none")
+    assert a.tolist() == pytest.approx([0.25, -0.25, 0.5, -0.5, 0.0, 0.0])
+
+
+def test_role_baseline_is_read_before_update():
+    baseline = RoleBaseline(decay=0.95)
+    roles = torch.tensor([0, 1, 1])
+    first = baseline(torch.tensor([1.0, 2.0, 4.0]), roles)
+    assert first.tolist() == [1.0, 2.0, 4.0]  # baselines start at 0
+    assert baseline.values == {0: pytest.approx(0.05), 1: pytest.approx(0.15)}
+    second = baseline(torch.tensor([1.0, 3.0, 3.0]), roles)
+    assert second.tolist() == pytest.approx([0.95, 2.85, 2.85])
+
+
+# ---- loss maths ---------------------------------------------------------------------------------------------
+def test_aggregation_weights_follow_trl_meanings():
+    roles = torch.tensor([1, 1, 0])
+    lengths = torch.tensor([2.0, 4.0, 5.0])
+    assert aggregation_weights(roles, lengths, "grpo", 8).tolist() == pytest.approx([1 / (2 * 2), 1 / (2 * 4), 1 / 5])
+    assert aggregation_weights(roles, lengths, "bnpo", 8).tolist() == pytest.approx([1 / 6, 1 / 6, 1 / 5])
+    assert aggregation_weights(roles, lengths, "dapo", 8).tolist() == pytest.approx([1 / 6, 1 / 6, 1 / 5])
+    assert aggregation_weights(roles, lengths, "dr_grpo", 8).tolist() == pytest.approx([1 / 16, 1 / 16, 1 / 8])
+    weighted = aggregation_weights(roles, lengths, "grpo", 8, challenger_weight=0.5, solver_weight=2.0)
+    assert weighted.tolist() == pytest.approx([2 / 4, 2 / 8, 0.5 / 5])
+
+
+def test_clipped_surrogate_by_hand():
+    old = torch.log(torch.tensor([[0.5, 0.5, 0.5]]))
+    new = torch.log(torch.tensor([[0.5, 0.75, 0.25]]))  # ratios 1, 1.5, 0.5
+    loss, clipped = clipped_surrogate(new, old, torch.tensor([[1.0]]), 0.2, 0.2)
+    assert loss.tolist()[0] == pytest.approx([-1.0, -1.2, -0.5])  # A > 0: min(r, clip(r)) -> 1, 1.2, 0.5
+    assert clipped.tolist()[0] == [False, True, True]
+    loss, _ = clipped_surrogate(new, old, torch.tensor([[-1.0]]), 0.2, 0.28)
+    assert loss.tolist()[0] == pytest.approx([1.0, 1.5, 0.8])  # A < 0: max(r, clip(r)) -> 1, 1.5, 0.8
+    loss, _ = clipped_surrogate(new, old, torch.tensor([[1.0]]), 0.2, 0.28)
+    assert loss.tolist()[0][1] == pytest.approx(-1.28)  # epsilon_high widens the upper clip only
+
+
+class FixedLogpsPolicy:
+    """A stand-in policy whose completion log-probs are a trainable tensor: the loss is then computable by hand."""
+
+    def __init__(self, logps, ref_logps):
+        self.param = torch.nn.Parameter(logps.clone())
+        self.ref = ref_logps
+        self.model = torch.nn.Module()
+        self.model.p = self.param
+        self.backend = type("B", (), {"sync_weights": lambda self: None})()
+
+    def completion_logps(self, prompts, completions, reference=False):
+        rows = [p[0] for p in prompts]  # the prompt ids here are [row index]
+        width = max(len(c) for c in completions)
+        source = self.ref if reference else self.param
+        mask = torch.tensor([[1.0] * len(c) + [0.0] * (width - len(c)) for c in completions])
+        return source[rows, :width] * mask, mask
+
+
+def test_grpo_update_loss_and_gradient_by_hand():
+    # two solver answers to one query (rewards 1, 0), one token each; beta = 0.5, k3, loss_type grpo, no scaling
+    logps = torch.log(torch.tensor([[0.5], [0.25]]))
+    ref = torch.log(torch.tensor([[0.25], [0.25]]))
+    policy = FixedLogpsPolicy(logps, ref)
+    from agents.rollout import Batch
+
+    batch = Batch([[0], [1]], [[7], [8]], torch.tensor([1, 1]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), ["a", "b"])
+    agent = GRPOAgent(policy, KLHook(beta=0.5), GRPOConfig(scale_rewards="none", learning_rate=0.0, max_grad_norm=0))
+    metrics = agent.update(batch)
+    # A = (+0.5, -0.5); ratio = 1; k3(d) = e^d - d - 1 with d = ref - logp = (-log 2, 0)
+    k3 = [math.exp(-math.log(2)) + math.log(2) - 1, 0.0]
+    expected = (-0.5 + 0.5 * k3[0]) / 2 + (0.5 + 0.5 * k3[1]) / 2
+    assert metrics["loss/solver"] == pytest.approx(expected, abs=1e-6)
+    assert metrics["kl/solver"] == pytest.approx(sum(k3) / 2, abs=1e-6)
+    # d/dlogp of the surrogate at ratio 1 is -A; of beta*k3 it is beta*(1 - e^d); each divided by 2 sequences
+    expected_grad = [(-0.5 + 0.5 * (1 - 0.5)) / 2, (0.5 + 0.5 * (1 - 1.0)) / 2]
+    assert policy.param.grad is None  # zeroed after the step...
+    agent2 = GRPOAgent(FixedLogpsPolicy(logps, ref), KLHook(beta=0.5), GRPOConfig(scale_rewards="none", learning_rate=1.0, max_grad_norm=0))
+    agent2.optimizer = torch.optim.SGD([agent2.policy.param], lr=1.0)
+    agent2.update(batch)
+    step = (logps - agent2.policy.param.detach()).flatten().tolist()  # SGD: param -= lr * grad
+    assert step == pytest.approx(expected_grad, abs=1e-6)
+
+
+def test_zero_advantage_samples_are_skipped_without_changing_the_update():
+    logps = torch.log(torch.tensor([[0.5], [0.25], [0.5], [0.5]]))
+    from agents.rollout import Batch
+
+    batch = Batch([[0], [1], [2], [3]], [[7], [8], [9], [9]], torch.tensor([1, 1, 1, 1]),
+                  torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]), ["a", "b", "c", "d"])
+    agent = PGAgent(FixedLogpsPolicy(logps, logps), KLHook(), PGConfig(scale_rewards="none"))
+    prep = agent.prepare(batch)
+    assert prep.index == [0, 1]  # group 1 is all-equal: no advantage, no KL -> no forward/backward for it
+
+
+# ---- real updates on the tiny model -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_envs():
+    import gymnasium
+
+    import lsp_env  # noqa: F401
+
+    return gymnasium.make_vec("LSP-Zero-v0", num_envs=2, model="tiny-random", reward="length", num_generations=2)
+
+
+@pytest.mark.parametrize("agent_class,config", [(PGAgent, PGConfig(max_completion_length=8)),
+                                                (GRPOAgent, GRPOConfig(max_completion_length=8, num_iterations=2, learning_rate=1e-3))])
+def test_update_changes_the_policy_and_reports_metrics(tiny_envs, agent_class, config):
+    torch.manual_seed(0)
+    policy = Policy("tiny-random")
+    agent = agent_class(policy, KLHook(beta=0.1), config)
+    before = [p.detach().clone() for p in policy.model.parameters()]
+    batch = play_iteration(tiny_envs, agent, num_generations=2, seed=0)
+    assert (batch.roles == 0).sum() + (batch.roles == 1).sum() == len(batch)
+    metrics = agent.update(batch)
+    assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
+    assert "kl/solver" in metrics and metrics["grad_norm"] > 0
+    assert any(not torch.equal(b, p) for b, p in zip(before, policy.model.parameters()))
+    # the frozen reference did not move
+    ref = policy.reference
+    assert all(torch.equal(b, p) for b, p in zip(before, ref.parameters()))
+
+
+def test_lora_reference_is_the_same_model_with_adapters_disabled():
+    policy = Policy("tiny-random", lora=True, lora_r=4)
+    assert policy.reference is policy.model
+    prompt, completion = [[1, 2, 3]], [[4, 5]]
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5)
+    trained, _ = policy.completion_logps(prompt, completion)
+    reference, _ = policy.completion_logps(prompt, completion, reference=True)
+    assert not torch.allclose(trained, reference)
+    with policy.model.disable_adapter():
+        base, _ = policy.completion_logps(prompt, completion)
+    assert torch.allclose(base, reference)
+
+
+def test_lora_without_target_modules_fails_with_the_fix():
+    with pytest.raises(ValueError, match="none of the target modules"):
+        Policy("tiny-random", lora=True, lora_target_modules=("no_such_proj",))
+
+
+# ---- the CLI ------------------------------------------------------------------------------------------------
+def read_metrics(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+DETERMINISTIC = ("reward/challenger", "reward/solver", "loss/challenger", "loss/solver", "kl/challenger", "kl/solver",
+                 "advantage/abs_mean", "tokens/generated", "tokens/challenger", "tokens/solver", "grad_norm")
+
+
+@pytest.mark.parametrize("agent", ["pg", "grpo"])
+def test_lsp_train_writes_metrics_checkpoint_and_plot(tmp_path, agent):
+    out = tmp_path / agent
+    train_main(["--env", "LSP-Zero-v0", "--agent", agent, "--iterations", "2", *TINY, "--reward", "length",
+                "--output-dir", str(out), "--beta", "0.05"])
+    lines = read_metrics(out / "metrics.jsonl")
+    assert [line["step"] for line in lines] == [1, 2] and all(line["world_size"] == 1 for line in lines)
+    assert (out / "metrics.png").stat().st_size > 0
+    assert (out / "latest").read_text() == "checkpoint-2"
+    assert (out / "checkpoint-2" / "model.safetensors").exists() and (out / "checkpoint-2" / "agent.pt").exists()
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    common = ["--env", "LSP-Arith-Data-v0", "--agent", "grpo", *TINY, "--reward", "length", "--seed", "3", "--beta", "0.05", "--learning-rate", "1e-3"]
+    train_main([*common, "--iterations", "3", "--output-dir", str(tmp_path / "straight")])
+    train_main([*common, "--iterations", "2", "--output-dir", str(tmp_path / "split")])
+    train_main([*common, "--iterations", "3", "--output-dir", str(tmp_path / "split"), "--resume"])
+    straight, split = read_metrics(tmp_path / "straight/metrics.jsonl"), read_metrics(tmp_path / "split/metrics.jsonl")
+    assert len(split) == 3
+    for a, b in zip(straight, split):
+        assert {k: a.get(k) for k in DETERMINISTIC} == {k: b.get(k) for k in DETERMINISTIC}
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "straight/checkpoint-3/model.safetensors"), load_file(tmp_path / "split/checkpoint-3/model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_without_a_checkpoint_and_rerun_into_a_used_dir_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train_main(["--env", "LSP-Arith-Data-v0", *TINY, "--iterations", "1", "--output-dir", str(tmp_path), "--resume"])
+    train_main(["--env", "LSP-Arith-Data-v0", *TINY, "--iterations", "1", "--output-dir", str(tmp_path)])
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_main(["--env", "LSP-Arith-Data-v0", *TINY, "--iterations", "1", "--output-dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize("argv,error", [
+    (["--num-generations", "1"], "G >= 2"),
+    (["--env", "LSP-Nope-v0"], "not registered"),
+    (["--agent", "ppo"], "use one of"),
+    (["--model", "/no/such/dir"], "no such directory"),
+    (["--loss-type", "mean"], "loss_type"),
+])
+def test_invalid_settings_fail_before_any_work(argv, error):
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        train_main(["--model", "tiny-random", "--output-dir", "/nonexistent/never-created", *argv])
+    assert not Path("/nonexistent/never-created").exists()
+
+
+def test_follow_up_stage_starts_from_a_checkpoint(tmp_path):
+    train_main(["--env", "LSP-Arith-Data-v0", *TINY, "--reward", "length", "--iterations", "1", "--learning-rate", "1e-2",
+                "--output-dir", str(tmp_path / "a")])
+    stage2 = ["--env", "LSP-Arith-v0", "--num-queries", "2", "--num-generations", "2", "--max-completion-length", "8"]
+    train_main([*stage2, "--model", str(tmp_path / "a/checkpoint-1"), "--iterations", "1", "--output-dir", str(tmp_path / "b")])
+    from safetensors.torch import load_file
+
+    first, second = load_file(tmp_path / "a/checkpoint-1/model.safetensors"), load_file(tmp_path / "b/checkpoint-1/model.safetensors")
+    tiny = Policy("tiny-random").model.state_dict()
+    key = "model.embed_tokens.weight"
+    assert not torch.equal(first[key], tiny[key])  # stage 1 trained ...
+    assert torch.allclose(first[key], second[key], atol=1e-2)  # ... and stage 2 started from it, not from scratch
+
+
+def test_custom_agent_example_runs(tmp_path):
+    out = tmp_path / "custom"
+    subprocess.run([sys.executable, str(ROOT / "examples/custom_agent.py"), *TINY, "--iterations", "2",
+                    "--output-dir", str(out)], check=True, cwd=ROOT, capture_output=True)
+    lines = read_metrics(out / "metrics.jsonl")
+    assert len(lines) == 2 and all("loss/value" in line for line in lines)
+    assert len((ROOT / "examples/custom_agent.py").read_text().splitlines()) < 60
