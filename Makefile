@@ -30,10 +30,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# the benchmarks: results land in benchmarks/results/ (the head-to-head takes ~90 minutes on 2 cores)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-	$(BIN)/python benchmarks/learning_curve.py
+	$(BIN)/python benchmarks/learning_curve.py --quiet
 
 clean:
 	rm -rf $(VENV)

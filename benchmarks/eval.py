@@ -1,0 +1,48 @@
+"""Held-out evaluation, one entry point, JSON out.
+
+    python benchmarks/eval.py --task arithmetic --model runs/arith/checkpoint-40 --json out.json
+    python benchmarks/eval.py --task dialogue --model runs/lsp/checkpoint-40 --base embedded --json out.json
+
+arithmetic: greedy solve rate per level (held-out problems from a fixed seed, never trained on), overall and on the
+headline levels. dialogue: AlpacaEval-style win rate against the base model on the held-out instructions
+(`win_rate`, `standard_error`, `n`), judged by the built-in LLM judge on the base model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=("arithmetic", "dialogue"), default="arithmetic")
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--base", default="embedded", help="dialogue: the model to beat (and the judge's model)")
+    parser.add_argument("--problems-per-level", type=int, default=40)
+    parser.add_argument("--limit", type=int, default=None, help="dialogue: first N instructions only")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--json", default=None, help="write the result here too")
+    args = parser.parse_args()
+
+    from agents.evaluate import arithmetic_solve_rates, dialogue_win_rate
+    from agents.policy import Policy
+
+    policy = Policy(args.model, bf16=args.bf16)
+    if args.task == "arithmetic":
+        result = arithmetic_solve_rates(policy, args.problems_per_level)
+    else:
+        result = dialogue_win_rate(policy, Policy(args.base, bf16=args.bf16), limit=args.limit)
+    result = {"task": args.task, "model": args.model, **result}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
