@@ -444,3 +444,9 @@ def test_minus_after_an_operand_is_subtraction_not_a_sign():
 
 def test_opening_parenthesis_after_a_problem_is_prose():
     assert parse_problem("Compute (17 + 25) * 3 (show your work)") == ("(17 + 25) * 3", 126)
+
+
+def test_decimals_are_not_cut_into_an_integer_piece():
+    assert extract_problem("0.55 + 0.55") == "0.55 + 0.55"
+    with pytest.raises(InvalidProblem):
+        parse_problem("A new example can be 49.6 + 37.4 today")

@@ -42,6 +42,7 @@ ARITH_CHALLENGER_SYSTEM = (
     "You write arithmetic problems for a student. Use whole numbers and + - * / and parentheses. "
     "Reply with one expression only, like the examples."
 )
+ARITH_CHALLENGER_USER = "Write one new arithmetic problem."
 ARITH_SOLVER_SYSTEM = "You are a careful calculator. Answer with the final number."
 
 
@@ -51,8 +52,9 @@ class ArithmeticTask:
     The challenger's free text is reduced to one expression by :func:`arithmetic.extract_problem` (longest run of
     expression characters with an operator between two numbers; no fallback) and evaluated by the safe parser;
     the solver sees the canonical expression as "Compute <expr>. Answer with the final number.". The challenger's
-    user turn shows three example problems drawn from the env's ``np_random`` (levels mixed), so its prompt varies
-    from round to round instead of inviting it to copy three fixed examples.
+    chat holds three earlier turns in which it answered with an example problem, drawn from the env's
+    ``np_random`` (levels mixed): the format is shown, not described, and the examples vary from round to round
+    instead of inviting it to copy three fixed ones.
     """
 
     name = "arithmetic"
@@ -60,8 +62,10 @@ class ArithmeticTask:
     def challenger_messages(self, rng: np.random.Generator) -> list[dict]:
         levels = list(arithmetic.LEVELS)
         examples = [arithmetic.generate_problem(rng, levels[int(rng.integers(len(levels)))]) for _ in range(3)]
-        user = "Examples:\n" + "\n".join(examples) + "\n\nWrite one new problem."
-        return prompts.messages(ARITH_CHALLENGER_SYSTEM, user)
+        chat = [{"role": "system", "content": ARITH_CHALLENGER_SYSTEM}]
+        for example in examples:  # few-shot as earlier turns: 17/24 valid problems at T=1, against 10/24 inline
+            chat += [{"role": "user", "content": ARITH_CHALLENGER_USER}, {"role": "assistant", "content": example}]
+        return chat + [{"role": "user", "content": ARITH_CHALLENGER_USER}]
 
     def parse_query(self, text: str) -> str:
         try:

@@ -48,7 +48,9 @@ class InvalidProblem(ValueError):
 _UNICODE_OPERATORS = str.maketrans({"×": "*", "·": "*", "÷": "/", "\u2212": "-", "\u2013": "-"})
 # 'x' is a times sign only between two operands, so "box", "next" and "6 boxes" keep their letter.
 _TIMES_X = re.compile(r"(?<=[0-9)])( *)[xX](?= *[0-9(])")
-_EXPRESSION_RUN = re.compile(r"[0-9 ()+\-*/]+")
+# A '.' between digits belongs to the run, so "0.55 + 0.55" comes back whole (and fails to parse: integers
+# only) instead of as its piece "55 + 0".
+_EXPRESSION_RUN = re.compile(r"(?:[0-9 ()+\-*/]|(?<=[0-9])\.(?=[0-9]))+")
 # An operator between two operands. More operator characters may follow the first one: a unary
 # minus ("3 - -2"), or junk such as the second '*' of "9**9" that the parser then rejects.
 _BINARY_OPERATION = re.compile(r"[0-9)] *[-+*/][-+*/ ]*[0-9(]")
