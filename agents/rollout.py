@@ -48,6 +48,7 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
     samples: list[tuple] = []  # (completion, role, group)
     payoffs: dict[int, float] = {}
     solver_rewards: dict[int, list[float]] = {}
+    group_values: list[float] = []
     invalid = 0
     active = np.ones(num_envs, dtype=bool)
 
@@ -78,6 +79,7 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
         if j == num_generations - 1:
             for i in rows:
                 solver_rewards[i] = [float(r) for r in info["rewards"]["solver"][i]]
+                group_values.append(float(info["group_value"][i]))
                 challenger = info["rewards"]["challenger"][i]
                 if challenger is not None:
                     payoffs[i] = float(challenger)
@@ -101,6 +103,8 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
         texts=[c.text for c, _, _ in samples],
     )
     batch.metrics = _round_metrics(batch, invalid, num_envs, timings, time.perf_counter() - start)
+    if group_values:  # V(q): the raw reward's group mean (the solve rate of the queries, for a 0/1 reward)
+        batch.metrics["group_value"] = sum(group_values) / len(group_values)
     return batch
 
 

@@ -154,6 +154,8 @@ def load_checkpoint(output_dir: Path, agent) -> int:
     pointer = output_dir / "latest"
     if not pointer.exists():
         raise FileNotFoundError(f"--resume: no checkpoint in {output_dir} (no 'latest' file); drop --resume to start fresh")
+    for orphan in output_dir.glob(".tmp-checkpoint-*"):  # a checkpoint a killed run was writing: never complete
+        shutil.rmtree(orphan, ignore_errors=True)
     checkpoint = output_dir / pointer.read_text().strip()
     agent.load_state(checkpoint)
     set_rng_state(torch.load(checkpoint / "rng.pt", weights_only=False))

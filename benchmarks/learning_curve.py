@@ -36,8 +36,8 @@ ARMS = {
     "lsp": ["--env", "LSP-Arith-v0", "--quality"],
 }
 # The recipe shared by every arm (only the env differs), chosen by the pilot runs described in the README.
-RECIPE = ["--agent", "grpo", "--num-queries", "4", "--num-generations", "4", "--max-completion-length", "32",
-          "--learning-rate", "5e-6", "--beta", "0", "--scale-rewards", "none", "--loss-type", "grpo"]
+RECIPE = ["--agent", "grpo", "--num-queries", "4", "--num-generations", "8", "--max-completion-length", "32",
+          "--learning-rate", "1e-5", "--beta", "0", "--scale-rewards", "group", "--loss-type", "grpo"]
 
 
 def run_arm(arm: str, seed: int, args, workdir: Path) -> dict:
@@ -65,6 +65,8 @@ def run_arm(arm: str, seed: int, args, workdir: Path) -> dict:
         "curve": [(line["time/trained"] if "time/trained" in line else 0.0, line["eval/headline"]) for line in evals],
         "solver_reward_curve": [(line["step"], line["reward/solver"]) for line in trained],
         "invalid_query_curve": [(line["step"], line["invalid_query_rate"]) for line in trained if "invalid_query_rate" in line],
+        # the solve rate of the problems the challenger generated (V(q) averaged over the iteration's valid queries)
+        "generated_solve_rate_curve": [(line["step"], line["group_value"]) for line in trained if "group_value" in line],
     }
 
 

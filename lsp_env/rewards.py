@@ -112,7 +112,8 @@ class LLMJudge:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start:start + self.batch_size]
                 ids, mask, positions = pad_left([prompts[i] for i in chunk], self.tokenizer.pad_token_id)
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
+                # only the last position's logits: the full (batch, length, vocab) tensor is ~0.2 MB per token
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1]
                 probs = torch.softmax(logits[:, self.digit_ids].float(), dim=-1)
                 for i, p in zip(chunk, probs):
                     scores[i] = float((p * digits).sum() / 9.0)
