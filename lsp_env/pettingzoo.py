@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import gymnasium
 from pettingzoo import AECEnv
-from pettingzoo.utils import agent_selector
+from pettingzoo.utils import AgentSelector
 
 
 class LSPAECEnv(AECEnv):
@@ -49,7 +49,7 @@ class LSPAECEnv(AECEnv):
         self.terminations = {a: False for a in self.agents}
         self.truncations = {a: False for a in self.agents}
         self.infos = {a: dict(info) if a == self.agents[0] else {} for a in self.agents}
-        self._selector = agent_selector(self.agents)
+        self._selector = AgentSelector(self.agents)
         self.agent_selection = self._selector.reset()
 
     def observe(self, agent):
