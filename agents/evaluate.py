@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from lsp_env.rewards import LLMJudge
+from lsp_env.rewards import PairwiseJudge
 from lsp_env.tasks import ArithmeticTask, read_lines
 from lsp_env.tasks import arithmetic
 
@@ -42,19 +42,17 @@ def arithmetic_solve_rates(policy: Policy, n_per_level: int = 40, max_new_tokens
 
 
 def dialogue_win_rate(policy: Policy, base: Policy, judge=None, max_new_tokens: int = 128, limit: int | None = None) -> dict:
-    """AlpacaEval-style win rate of ``policy`` against ``base`` on the held-out instructions.
+    """AlpacaEval-style win rate of ``policy`` against ``base`` on the held-out instructions (greedy answers).
 
-    Each pair is judged in both orders (position bias cancels): a judge scores each answer's grade with the
-    other shown as context is not needed here, since :class:`LLMJudge` grades one answer at a time; the pairwise
-    outcome is win / tie / loss by grade, ties counting as half, so order cannot matter.
+    ``judge(queries, answers, others) -> list[float]`` scores each pair: the built-in :class:`PairwiseJudge`
+    (on the base model) judges both orders, so position bias cancels, and counts a split decision as a tie (0.5).
     """
     instructions = read_lines("dialogue_eval.txt")[:limit]
-    judge = judge or LLMJudge(base.reference_pair())
+    judge = judge or PairwiseJudge(base.reference_pair())
     chats = [[{"role": "user", "content": q}] for q in instructions]
     ours = [c.text for c in policy.generate(chats, max_new_tokens=max_new_tokens, do_sample=False)]
     theirs = [c.text for c in base.generate(chats, max_new_tokens=max_new_tokens, do_sample=False)]
-    ours_scores, their_scores = judge(instructions, ours), judge(instructions, theirs)
-    outcomes = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(ours_scores, their_scores)]
+    outcomes = judge(instructions, ours, theirs)
     n = len(outcomes)
     win_rate = sum(outcomes) / n
     variance = sum((o - win_rate) ** 2 for o in outcomes) / max(n - 1, 1)

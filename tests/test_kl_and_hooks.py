@@ -297,3 +297,24 @@ def test_length_reward():
     assert LengthReward()(["q"], [" ".join(["w"] * 5)]) == [0.25]  # default target: 20 words
     assert isinstance(gymnasium.make("LSP-Zero-v0", model="tiny-random", reward="length").unwrapped.reward_fn,
                       lsp_env.LengthReward)
+
+
+def test_pairwise_judge_counts_a_split_decision_as_a_tie(tiny_pair):
+    from lsp_env.rewards import PairwiseJudge
+
+    judge = PairwiseJudge(tiny_pair)
+    same = judge(["Name a colour."], ["Red."], ["Red."])
+    assert same == [0.5]  # identical answers: whichever position wins, the two orders split
+    outcomes = judge(["Name a colour.", "Add 2 and 2."], ["Red.", "4"], ["Blue, or green.", "five"])
+    assert all(o in (0.0, 0.5, 1.0) for o in outcomes)
+    flipped = judge(["Name a colour.", "Add 2 and 2."], ["Blue, or green.", "five"], ["Red.", "4"])
+    assert [1 - o for o in outcomes] == flipped  # antisymmetric: A vs B is the mirror of B vs A
+
+
+def test_dialogue_win_rate_against_itself_is_a_half(tiny_pair):
+    from agents.evaluate import dialogue_win_rate
+    from agents.policy import Policy
+
+    policy = Policy("tiny-random")
+    result = dialogue_win_rate(policy, policy, max_new_tokens=4, limit=6)
+    assert result == {"win_rate": 0.5, "standard_error": 0.0, "n": 6}
