@@ -27,14 +27,7 @@ DETERMINISTIC = ("reward/solver", "loss/solver", "kl/solver", "advantage/abs_mea
 TEMP = re.compile(r"\.tmp-checkpoint-(\d+)-")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread, here and in the subprocess (``OMP_NUM_THREADS=1``): the runs compared must do the same
-    float arithmetic, and on a busy 2-core machine OpenMP spin-waits make the tiny model ~30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def read_metrics(path):

@@ -18,13 +18,7 @@ DETERMINISTIC = ("reward/challenger", "reward/solver", "loss/challenger", "loss/
                  "group_value", "trained_samples", "grad_norm", "clip_ratio")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP spin-waits make the tiny model ~30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def read_metrics(path):

@@ -84,13 +84,7 @@ CHALLENGER_TEXT = {"dialogue": st.one_of(dialogue_query, hostile), "arithmetic":
 seeds = st.one_of(st.none(), st.integers(0, 2**32 - 1))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP spin-waits make the tiny model's forwards ~30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 _ENVS: dict = {}
