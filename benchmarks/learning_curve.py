@@ -62,7 +62,9 @@ def run_arm(arm: str, seed: int, args, workdir: Path) -> dict:
         "wall_seconds": time.time() - start, "trained_seconds": trained[-1]["time/trained"] if trained else 0.0,
         "after_headline": final["eval/headline"], "after_overall": final["eval/overall"],
         "after_per_level": {k[5:]: v for k, v in final.items() if k.startswith("eval/") and k[5:] not in ("headline", "overall")},
-        "curve": [(line["time/trained"] if "time/trained" in line else 0.0, line["eval/headline"]) for line in evals],
+        # (seconds trained, headline rate); the final evaluation comes after the last iteration's time
+        "curve": [(line.get("time/trained", trained[-1]["time/trained"] if trained and line["step"] else 0.0), line["eval/headline"])
+                  for line in evals],
         "solver_reward_curve": [(line["step"], line["reward/solver"]) for line in trained],
         "invalid_query_curve": [(line["step"], line["invalid_query_rate"]) for line in trained if "invalid_query_rate" in line],
         # the solve rate of the problems the challenger generated (V(q) averaged over the iteration's valid queries)
@@ -82,6 +84,8 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/learning_curve.json"))
     parser.add_argument("--workdir", default=str(ROOT / "runs/learning_curve"))
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--reuse", default=None, help="an earlier result JSON: keep its base evaluation and the runs of "
+                        "arms not in --arms (recorded under 'reused'), instead of measuring them again")
     parser.add_argument("extra", nargs="*", help="more lsp-train flags for every arm (after --)")
     args = parser.parse_args()
 
@@ -97,9 +101,15 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     console = Console()
-    console.print("evaluating the starting model on the held-out set ...")
-    before = arithmetic_solve_rates(Policy(args.model, bf16=args.bf16))
-    runs = []
+    runs, args.reused = [], None
+    if args.reuse:  # greedy evaluation of the same base model is deterministic: no need to measure it twice
+        old = json.loads(Path(args.reuse).read_text())
+        before = {"headline": old["solve_rate_before"], "per_level": old["before_per_level"], "overall": old["before_overall"]}
+        runs = [r for r in old["runs"] if r["arm"] not in args.arms.split(",")]
+        args.reused = {"from_date": old["date"], "recipe": old["recipe"], "arms": sorted({r["arm"] for r in runs})}
+    else:
+        console.print("evaluating the starting model on the held-out set ...")
+        before = arithmetic_solve_rates(Policy(args.model, bf16=args.bf16))
     for arm in args.arms.split(","):
         for seed in range(args.lsp_seeds if arm == "lsp" else args.seeds):
             console.print(f"training {arm} seed {seed} for {args.minutes} min ...")
@@ -142,6 +152,7 @@ def _write(args, before: dict, runs: list[dict]) -> dict:
         "runs": runs,
         "budget_minutes_per_arm": args.minutes,
         "recipe": RECIPE + list(args.extra),
+        "reused": args.reused,
         "bf16": args.bf16,
         "model": args.model,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
