@@ -117,6 +117,9 @@ class LSPEnv(gym.Env):
     - ``payoff``: ``"zero_sum"``, ``"rzero"``, ``"learnability"`` or ``"variance"`` (:data:`lsp_env.rewards.PAYOFFS`).
     - ``prompts``: data mode (the paper's "GRPO with data"): queries come from this list, not the challenger;
       ``True`` uses the task's own list. Solver turns only.
+    - ``task_options``: keyword arguments of the task (arithmetic: ``example_levels``, the levels the challenger's
+      few-shot examples come from, i.e. the difficulty its prompt shows; default all of
+      :data:`lsp_env.tasks.arithmetic.LEVELS`).
     - ``invalid_query_penalty``, ``quality_weight``, ``repetition_penalty``, ``render_mode`` (``"ansi"``, ``"human"``).
 
     ## Examples
@@ -142,7 +145,7 @@ class LSPEnv(gym.Env):
     def __init__(self, task: str = "dialogue", model="embedded", reward=None, quality=None, kl: KLHook | None = None,
                  num_generations: int = 4, payoff: str = "zero_sum", prompts=None,
                  invalid_query_penalty: float = -1.0, quality_weight: float = 1.0, repetition_penalty: float = 0.0,
-                 render_mode: str | None = None):
+                 render_mode: str | None = None, task_options: dict | None = None):
         if task not in TASKS:
             raise ValueError(f"task={task!r}: use one of {sorted(TASKS)}")
         if int(num_generations) < 1:
@@ -151,7 +154,7 @@ class LSPEnv(gym.Env):
             raise ValueError(f"payoff={payoff!r}: use one of {sorted(rewards.PAYOFFS)}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: use one of {self.metadata['render_modes']} or None")
-        self.task = TASKS[task]()
+        self.task = TASKS[task](**(task_options or {}))
         default_reward = rewards.ArithmeticReward if task == "arithmetic" else (lambda: rewards.LLMJudge(model))
         self.reward_fn = _resolve_hook(reward, model, default_reward)
         self.quality_fn = _resolve_hook(quality, model, None)

@@ -450,3 +450,22 @@ def test_decimals_are_not_cut_into_an_integer_piece():
     assert extract_problem("0.55 + 0.55") == "0.55 + 0.55"
     with pytest.raises(InvalidProblem):
         parse_problem("A new example can be 49.6 + 37.4 today")
+
+
+def test_example_levels_bound_the_challengers_few_shot_examples():
+    import gymnasium
+    import pytest
+
+    from lsp_env.tasks import ArithmeticTask
+    from lsp_env.tasks import arithmetic as arith
+
+    env = gymnasium.make("LSP-Arith-v0", model="tiny-random", task_options={"example_levels": "mul_1d"})
+    shown = set()
+    for seed in range(5):
+        _, info = env.reset(seed=seed)
+        shown |= {m["content"] for m in info["messages"] if m["role"] == "assistant"}
+    assert shown and all(" * " in e and all(2 <= int(x) <= 9 for x in e.split(" * ")) for e in shown), shown
+    default = ArithmeticTask()
+    assert default.example_levels == tuple(arith.LEVELS)
+    with pytest.raises(ValueError, match="unknown"):
+        ArithmeticTask(example_levels=("add_9d",))

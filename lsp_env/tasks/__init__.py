@@ -54,13 +54,22 @@ class ArithmeticTask:
     the solver sees the canonical expression as "Compute <expr>. Answer with the final number.". The challenger's
     chat holds three earlier turns in which it answered with an example problem, drawn from the env's
     ``np_random`` (levels mixed): the format is shown, not described, and the examples vary from round to round
-    instead of inviting it to copy three fixed ones.
+    instead of inviting it to copy three fixed ones. ``example_levels`` bounds the difficulty the examples show
+    (default: every level of :data:`arithmetic.LEVELS`); the grammar the env accepts stays the same.
     """
 
     name = "arithmetic"
 
+    def __init__(self, example_levels: tuple[str, ...] | str | None = None):
+        if isinstance(example_levels, str):
+            example_levels = tuple(level.strip() for level in example_levels.split(",") if level.strip())
+        self.example_levels = tuple(example_levels or arithmetic.LEVELS)
+        unknown = [level for level in self.example_levels if level not in arithmetic.LEVELS]
+        if unknown:
+            raise ValueError(f"example_levels: unknown {unknown}; levels are {', '.join(arithmetic.LEVELS)}")
+
     def challenger_messages(self, rng: np.random.Generator) -> list[dict]:
-        levels = list(arithmetic.LEVELS)
+        levels = self.example_levels
         examples = [arithmetic.generate_problem(rng, levels[int(rng.integers(len(levels)))]) for _ in range(3)]
         chat = [{"role": "system", "content": ARITH_CHALLENGER_SYSTEM}]
         for example in examples:  # few-shot as earlier turns: 17/24 valid problems at T=1, against 10/24 inline
