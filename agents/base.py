@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from lsp_env.kl import KLHook
 
+from . import distributed
 from .advantages import ADVANTAGES, SCALE_REWARDS, RoleBaseline, compute_advantages
 from .policy import Completion, Policy
 from .rollout import Batch
@@ -129,31 +130,48 @@ class LLMAgent:
         return out
 
     def prepare(self, batch: Batch) -> Prepared:
-        """KL bookkeeping, reward shaping ("reward" placement), advantages and per-sample loss weights."""
+        """KL bookkeeping, reward shaping ("reward" placement), advantages and per-sample loss weights.
+
+        Multi-process: each rank holds its share of the iteration's rows. Advantages and loss weights are taken on
+        the rows of ALL ranks (gathered: the challenger's mean over all N queries, ``scale_rewards="batch"``'s std,
+        the token and sample counts of ``loss_type``) and each rank keeps its own, so its loss is its share of the
+        global loss and the gradients summed over ranks (:meth:`optimizer_step`) are the one-process gradient.
+        """
         c, kl = self.config, self.kl
         everyone = list(range(len(batch)))
         metrics: dict = {}
         rewards = batch.rewards
         ref_logps = None
+        kl_per_sequence = torch.zeros(len(batch))
         if kl.active:
             ref_logps = self.sequence_logps(batch, everyone, reference=True)
             if kl.placement == "reward":
                 logps = self.sequence_logps(batch, everyone)
-                per_sequence = torch.stack([kl.estimate(lp, rl).sum() for lp, rl in zip(logps, ref_logps)])
-                rewards = kl.shape_rewards(rewards, per_sequence, batch.roles)
-                for role, name in ((0, "challenger"), (1, "solver")):
-                    if (batch.roles == role).any():
-                        metrics[f"kl_penalty/{name}"] = float(per_sequence[batch.roles == role].mean())
-        advantages = compute_advantages(rewards, batch.roles, batch.groups, c.scale_rewards, self.baseline)
-        betas = torch.tensor([kl.coef("challenger"), kl.coef("solver")])[batch.roles] if kl.placement == "loss" else torch.zeros(len(batch))
+                kl_per_sequence = torch.stack([kl.estimate(lp, rl).sum() for lp, rl in zip(logps, ref_logps)])
+                rewards = kl.shape_rewards(rewards, kl_per_sequence, batch.roles)
         lengths = torch.tensor([len(x) for x in batch.completion_ids], dtype=torch.float32)
-        weights = aggregation_weights(batch.roles, lengths, c.loss_type, c.max_completion_length,
-                                      c.challenger_weight, c.solver_weight)
+        # rank order = round order, so one role's gathered rows come in the one-process order (same float sums).
+        # Round indices restart at 0 on every rank: interleave them so that rounds of different ranks stay apart.
+        round_ids = batch.groups * distributed.world_size() + distributed.rank()
+        (rewards, roles, groups, all_lengths, kl_per_sequence), mine = distributed.gather_rows(
+            rewards, batch.roles, round_ids, lengths, kl_per_sequence)
+        if kl.active and kl.placement == "reward":
+            for role, name in ((0, "challenger"), (1, "solver")):
+                if (roles == role).any():
+                    metrics[f"kl_penalty/{name}"] = float(kl_per_sequence[roles == role].mean())
+        advantages = compute_advantages(rewards, roles, groups, c.scale_rewards, self.baseline)
+        betas = torch.tensor([kl.coef("challenger"), kl.coef("solver")])[roles] if kl.placement == "loss" else torch.zeros(len(roles))
+        weights = aggregation_weights(roles, all_lengths, c.loss_type, c.max_completion_length,
+                                      c.challenger_weight, c.solver_weight)[mine]
+        if c.loss_type == "bnpo" and distributed.world_size() > 1:  # TRL's bnpo: this process's tokens, mean over processes
+            weights = aggregation_weights(batch.roles, lengths, c.loss_type, c.max_completion_length,
+                                          c.challenger_weight, c.solver_weight) / distributed.world_size()
         # a sample with zero advantage and no KL term has zero gradient: skip its forward/backward
-        index = [i for i in everyone if advantages[i] != 0 or betas[i] > 0]
+        trained = (advantages != 0) | (betas > 0)
         metrics["advantage/abs_mean"] = float(advantages.abs().mean())
-        metrics["trained_samples"] = len(index)
-        return Prepared(index, advantages, weights, betas, ref_logps, metrics)
+        metrics["trained_samples"] = int(trained.sum())
+        index = trained[mine].nonzero().flatten().tolist()
+        return Prepared(index, advantages[mine], weights, betas[mine], ref_logps, metrics)
 
     def micro_batches(self, batch: Batch, index: list[int]) -> list[list[int]]:
         """Samples sorted by length, then cut into micro-batches: similar lengths share a pass (less padding)."""
@@ -162,7 +180,16 @@ class LLMAgent:
         return [ordered[k:k + size] for k in range(0, len(ordered), size)]
 
     def optimizer_step(self) -> float:
+        """Sum the gradients over ranks, clip their global norm, step; raises on a non-finite norm (on every rank alike).
+
+        An explicit all-reduce(SUM) after the last backward rather than DDP (``accelerator.prepare``): the model stays
+        unwrapped for ``generate``, peft's adapter switching and the backends' weight sync; ranks may run different
+        numbers of micro-batches (zero-advantage rows are skipped), which DDP's per-backward hooks would not allow;
+        and DDP averages where the global loss needs the sum. After the sum every rank holds the same gradient, so the
+        clip and the finiteness check see the global one and agree.
+        """
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        distributed.all_reduce_gradients(params)
         norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf"))
         if not torch.isfinite(norm):  # never step on NaN/inf: the weights stay as they were
             self.optimizer.zero_grad(set_to_none=True)

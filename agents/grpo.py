@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import distributed
 from .base import AgentConfig, LLMAgent, pad_rows
 from .rollout import Batch
 
@@ -65,6 +66,7 @@ class GRPOAgent(LLMAgent):
                 self.track_loss(per_sample.detach(), batch.roles[chunk], totals)
                 clipped_tokens += float((was_clipped.float() * mask).sum())
                 all_tokens += float(mask.sum())
+            totals, kl_sums, (clipped_tokens, all_tokens) = distributed.sum_across((totals, kl_sums, [clipped_tokens, all_tokens]))
             metrics = {**totals, **self.kl_metrics(kl_sums), "grad_norm": self.optimizer_step(),
                        "clip_ratio": clipped_tokens / max(all_tokens, 1.0)}
         return {**batch.metrics, **prep.metrics, **metrics}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import distributed
 from .base import AgentConfig, LLMAgent, pad_rows
 from .rollout import Batch
 
@@ -38,5 +39,6 @@ class PGAgent(LLMAgent):
             per_sample = (per_token * mask).sum(-1) * prep.weights[chunk]
             per_sample.sum().backward()
             self.track_loss(per_sample.detach(), batch.roles[chunk], totals)
+        totals, kl_sums = distributed.sum_across((totals, kl_sums))  # the global batch's (no-op in one process)
         grad_norm = self.optimizer_step()
         return {**batch.metrics, **prep.metrics, **totals, **self.kl_metrics(kl_sums), "grad_norm": grad_norm}

@@ -1,6 +1,8 @@
 """Play one iteration of the game on a vector env: N challenger queries, then N × G solver answers -> a Batch.
 
 Generation is batched over the whole iteration: one call for the N queries, one for the N × G answers.
+Multi-process: each rank plays its share of the N rounds (its own vector env, reset with the seeds one process
+gives those rounds); the batch holds this rank's rows, its metrics describe the global batch (gathered).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from . import distributed
 
 CHALLENGER, SOLVER = 0, 1
 
@@ -102,20 +106,26 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
         groups=torch.tensor([g for _, _, g in samples], dtype=torch.long),
         texts=[c.text for c, _, _ in samples],
     )
-    batch.metrics = _round_metrics(batch, invalid, num_envs, timings, time.perf_counter() - start)
-    if group_values:  # V(q): the raw reward's group mean (the solve rate of the queries, for a 0/1 reward)
-        batch.metrics["group_value"] = sum(group_values) / len(group_values)
+    batch.metrics = _round_metrics(batch, invalid, num_envs, group_values, timings, time.perf_counter() - start)
     return batch
 
 
-def _round_metrics(batch: Batch, invalid: int, num_envs: int, timings: dict, seconds: float) -> dict:
+def _round_metrics(batch: Batch, invalid: int, num_envs: int, group_values: list[float], timings: dict,
+                   seconds: float) -> dict:
+    """The round's metrics over the GLOBAL batch (every rank's rows, gathered); timings are this rank's."""
     metrics = {f"time/{k}": v for k, v in timings.items()}
     metrics["time/rollout"] = seconds
+    lengths = torch.tensor([len(c) for c in batch.completion_ids], dtype=torch.long)
+    (roles, rewards, lengths), _ = distributed.gather_rows(batch.roles, batch.rewards, lengths)
+    invalid, num_envs = distributed.sum_across([invalid, num_envs])
+    group_values = [v for values in distributed.gather_objects(group_values) for v in values]
     for role, name in ((CHALLENGER, "challenger"), (SOLVER, "solver")):
-        pick = batch.roles == role
+        pick = roles == role
         if pick.any():
-            metrics[f"reward/{name}"] = float(batch.rewards[pick].mean())
-            metrics[f"tokens/{name}"] = sum(len(batch.completion_ids[i]) for i in pick.nonzero().flatten().tolist())
+            metrics[f"reward/{name}"] = float(rewards[pick].mean())
+            metrics[f"tokens/{name}"] = int(lengths[pick].sum())
     metrics["invalid_query_rate"] = invalid / num_envs
-    metrics["tokens/generated"] = sum(len(c) for c in batch.completion_ids)
+    metrics["tokens/generated"] = int(lengths.sum())
+    if group_values:  # V(q): the raw reward's group mean (the solve rate of the queries, for a 0/1 reward)
+        metrics["group_value"] = sum(group_values) / len(group_values)
     return metrics

