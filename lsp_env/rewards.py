@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from . import models
+from .judge_guard import strip_grader_talk
 from .prompts import MAX_ANSWER_CHARS, MAX_QUERY_CHARS, clean_text, render_chat
 from .tasks import arithmetic
 
@@ -56,9 +57,13 @@ QUALITY_SYSTEM = (
 _TAGS = re.compile(r"</?\s*(request|answer)(\s+[ab])?\s*>", re.I)
 
 
-def _delimit(text: str, limit: int) -> str:
-    """Model text as judge material: cleaned, cut to ``limit`` chars, and unable to close or open the tags."""
-    return _TAGS.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), clean_text(text)[:limit])
+def _delimit(text: str, limit: int, guard: bool = False) -> str:
+    """Model text as judge material: cleaned, cut to ``limit`` chars, unable to close or open the tags, and with
+    ``guard`` without the parts that address the grader (:func:`lsp_env.judge_guard.strip_grader_talk`)."""
+    text = clean_text(text)[:limit]
+    if guard:
+        text = strip_grader_talk(text)
+    return _TAGS.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
 
 
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int):
@@ -82,22 +87,27 @@ class LLMJudge:
             its adapters are disabled while it grades: the judge is the frozen reference.
         system: the grading instruction (the judge's system prompt).
         batch_size: pairs per forward pass.
+        guard: drop the parts of the graded text that address the grader before the judge reads it
+            (:mod:`lsp_env.judge_guard`; measured by ``benchmarks/judge_injection.py``). ``False`` shows the judge
+            the raw text (for measuring the judge itself).
     """
 
     system = JUDGE_SYSTEM
+    guard_query = False  # the request is context here; the self-quality grader grades it, so guards it too
 
-    def __init__(self, model="embedded", system: str | None = None, batch_size: int = 8):
+    def __init__(self, model="embedded", system: str | None = None, batch_size: int = 8, guard: bool = True):
         self.model, self.tokenizer = models.resolve(model)
         self.system = system or self.system
         self.batch_size = batch_size
+        self.guard = guard
         self.digit_ids = [self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
         if len(set(self.digit_ids)) != 10 or self.tokenizer.unk_token_id in self.digit_ids:
             raise ValueError("the judge's tokenizer needs one token per digit 0-9")
 
     def prompt_ids(self, query: str, answer: str) -> list[int]:
         user = (
-            f"<request>\n{_delimit(query, MAX_QUERY_CHARS)}\n</request>\n\n"
-            f"<answer>\n{_delimit(answer, MAX_ANSWER_CHARS)}\n</answer>\n\nGrade (0-9):"
+            f"<request>\n{_delimit(query, MAX_QUERY_CHARS, self.guard and self.guard_query)}\n</request>\n\n"
+            f"<answer>\n{_delimit(answer, MAX_ANSWER_CHARS, self.guard)}\n</answer>\n\nGrade (0-9):"
         )
         chat = [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
         return render_chat(self.tokenizer, chat, continue_with="Grade: ")
@@ -132,6 +142,7 @@ class SelfQuality(LLMJudge):
     """The paper's self-quality reward R_Q(q, a) in [0, 1], graded by the frozen reference model."""
 
     system = QUALITY_SYSTEM
+    guard_query = True
 
 
 PAIRWISE_SYSTEM = (
@@ -148,14 +159,15 @@ class PairwiseJudge:
     1 (the answer wins both), 0 (loses both) or 0.5 (the orders disagree: a tie), AlpacaEval-style.
     """
 
-    def __init__(self, model="embedded", batch_size: int = 8):
+    def __init__(self, model="embedded", batch_size: int = 8, guard: bool = True):
         self.model, self.tokenizer = models.resolve(model)
         self.batch_size = batch_size
+        self.guard = guard
         self.letter_ids = [self.tokenizer.convert_tokens_to_ids(c) for c in ("A", "B")]
 
     def prompt_ids(self, query: str, first: str, second: str) -> list[int]:
-        user = (f"<request>\n{_delimit(query, MAX_QUERY_CHARS)}\n</request>\n\n<answer A>\n{_delimit(first, MAX_ANSWER_CHARS)}\n"
-                f"</answer A>\n\n<answer B>\n{_delimit(second, MAX_ANSWER_CHARS)}\n</answer B>\n\nBetter answer (A or B):")
+        user = (f"<request>\n{_delimit(query, MAX_QUERY_CHARS)}\n</request>\n\n<answer A>\n{_delimit(first, MAX_ANSWER_CHARS, self.guard)}\n"
+                f"</answer A>\n\n<answer B>\n{_delimit(second, MAX_ANSWER_CHARS, self.guard)}\n</answer B>\n\nBetter answer (A or B):")
         chat = [{"role": "system", "content": PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
         return render_chat(self.tokenizer, chat, continue_with="Better answer: ")
 
