@@ -38,13 +38,20 @@ class Policy:
         bf16: bf16 autocast for log-probs and the update (fp32 master weights) and a bf16 copy of the weights for
             generation, synced after each update; use where the hardware has fast bf16
             (:func:`lsp_env.models.bf16_supported`).
-        backend: generation backend name (``"hf"``).
+        backend: generation backend name (``"hf"`` or ``"vllm"``).
+        device: where the model lives; default the current CUDA device when there is one (under ``accelerate
+            launch`` each rank's own GPU), else the CPU. The loss's per-token arithmetic runs on the CPU (a few
+            thousand floats per micro-batch, nothing next to the forward pass), so agents stay device-agnostic.
     """
 
     def __init__(self, model: str = "embedded", lora: bool = False, lora_r: int = 16, lora_alpha: int = 32,
-                 lora_target_modules: tuple[str, ...] = LORA_TARGETS, bf16: bool = False, backend: str = "hf"):
+                 lora_target_modules: tuple[str, ...] = LORA_TARGETS, bf16: bool = False, backend: str = "hf",
+                 device: str | torch.device | None = None):
         self.name = model
+        if device is None:
+            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.model, self.tokenizer = models.load_model(model)
+        self.model.to(device)
         self.lora = lora
         self.autocast_dtype = torch.bfloat16 if bf16 else None
         if lora:
@@ -112,14 +119,15 @@ class Policy:
             mask[r, prompt_width - len(p):prompt_width + len(c)] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         module = self.reference if reference else self.model
+        device = module.device
         grad = torch.inference_mode() if reference else nullcontext()
         reference_mode = models.reference_mode(module) if reference else nullcontext()
         with grad, reference_mode, self.autocast():
-            logits = module(input_ids=ids, attention_mask=mask, position_ids=positions,
+            logits = module(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                             logits_to_keep=width + 1).logits[:, :-1].float()
-            targets = ids[:, prompt_width:]
+            targets = ids[:, prompt_width:].to(device)
             logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-        return logps, mask[:, prompt_width:].float()
+        return logps.cpu(), mask[:, prompt_width:].float()
 
     # ---- save / load ----------------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> None:

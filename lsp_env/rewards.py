@@ -131,8 +131,9 @@ def next_token_probs(model, tokenizer, prompts: list[list[int]], candidates: lis
             chunk = order[start:start + batch_size]
             ids, mask, positions = pad_left([prompts[i] for i in chunk], tokenizer.pad_token_id)
             # only the last position's logits: the full (batch, length, vocab) tensor is ~0.2 MB per token
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1]
-            probs = torch.softmax(logits[:, candidates].float(), dim=-1)
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                           position_ids=positions.to(model.device), logits_to_keep=1).logits[:, -1]
+            probs = torch.softmax(logits[:, candidates].float(), dim=-1).cpu()
             for i, p in zip(chunk, probs):
                 out[i] = p
     return out
@@ -197,7 +198,7 @@ class RewardModel:
         for q, a in zip(queries, answers, strict=True):
             chat = [{"role": "user", "content": q[:MAX_QUERY_CHARS]}, {"role": "assistant", "content": a[:MAX_ANSWER_CHARS]}]
             ids = torch.tensor([render_chat(self.tokenizer, chat, add_generation_prompt=False)])
-            logits = self.model(input_ids=ids).logits[0].float()  # one sequence: no padding to locate
+            logits = self.model(input_ids=ids.to(self.model.device)).logits[0].float().cpu()  # one sequence: no padding
             scores.append(float(logits[0]) if logits.numel() == 1 else float(torch.softmax(logits, -1)[-1]))
         return scores
 
