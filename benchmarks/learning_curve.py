@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per arm and seed")
     parser.add_argument("--seeds", type=int, default=3, help="seeds for the data baseline and LSP-Zero")
     parser.add_argument("--lsp-seeds", type=int, default=1, help="seeds for LSP (self-quality)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed, first-seed + 1, ...")
     parser.add_argument("--arms", default="data,lsp_zero,lsp")
     parser.add_argument("--eval-every", type=int, default=15)
     parser.add_argument("--model", default="embedded")
@@ -84,8 +85,8 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/learning_curve.json"))
     parser.add_argument("--workdir", default=str(ROOT / "runs/learning_curve"))
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--reuse", default=None, help="an earlier result JSON: keep its base evaluation and the runs of "
-                        "arms not in --arms (recorded under 'reused'), instead of measuring them again")
+    parser.add_argument("--reuse", default=None, help="an earlier result JSON: keep its base evaluation and its runs "
+                        "that this invocation does not run (recorded under 'reused'), instead of measuring them again")
     parser.add_argument("extra", nargs="*", help="more lsp-train flags for every arm (after --)")
     args = parser.parse_args()
 
@@ -101,20 +102,21 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     console = Console()
+    planned = [(arm, args.first_seed + k) for arm in args.arms.split(",")
+               for k in range(args.lsp_seeds if arm == "lsp" else args.seeds)]
     runs, args.reused = [], None
     if args.reuse:  # greedy evaluation of the same base model is deterministic: no need to measure it twice
         old = json.loads(Path(args.reuse).read_text())
         before = {"headline": old["solve_rate_before"], "per_level": old["before_per_level"], "overall": old["before_overall"]}
-        runs = [r for r in old["runs"] if r["arm"] not in args.arms.split(",")]
-        args.reused = {"from_date": old["date"], "recipe": old["recipe"], "arms": sorted({r["arm"] for r in runs})}
+        runs = [r for r in old["runs"] if (r["arm"], r["seed"]) not in planned]
+        args.reused = {"from_date": old["date"], "recipe": old["recipe"], "runs": [f"{r['arm']}-seed{r['seed']}" for r in runs]}
     else:
         console.print("evaluating the starting model on the held-out set ...")
         before = arithmetic_solve_rates(Policy(args.model, bf16=args.bf16))
-    for arm in args.arms.split(","):
-        for seed in range(args.lsp_seeds if arm == "lsp" else args.seeds):
-            console.print(f"training {arm} seed {seed} for {args.minutes} min ...")
-            runs.append(run_arm(arm, seed, args, workdir))
-            _write(args, before, runs)  # partial results survive an interrupted benchmark
+    for arm, seed in planned:
+        console.print(f"training {arm} seed {seed} for {args.minutes} min ...")
+        runs.append(run_arm(arm, seed, args, workdir))
+        _write(args, before, runs)  # partial results survive an interrupted benchmark
     result = _write(args, before, runs)
     table = Table("arm", "seeds", "iterations", "headline before", "headline after", "overall after", title="held-out solve rate (greedy)")
     for arm, summary in result["arms"].items():
