@@ -3,8 +3,10 @@
 Arms, each trained from the embedded model for the same wall-clock budget with ``lsp-train`` (one subprocess per
 arm and seed, one at a time so each has the whole machine):
   data      GRPO on `LSP-Arith-Data-v0` (problems from the seeded generator, held-out set excluded)
-  lsp_zero  GRPO self-play on `LSP-Arith-v0`, no data
+  lsp_zero  GRPO self-play on `LSP-Arith-v0`, no data (R-Zero's payoff, headline-level few-shot examples: SELF_PLAY)
   lsp       the same with the self-quality reward (`--quality`)
+  python benchmarks/learning_curve.py -- --payoff zero_sum   # the paper's zero-sum payoff instead (flags after --
+                                                               # go to every arm; the last one given wins)
 Held-out solve rate (greedy) before, during and after; the headline levels are 1-digit sums, 2-digit + 1-digit
 sums and 1-digit products; harder levels are reported beside them.
 
@@ -30,10 +32,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# The self-play recipe (tuned by the pilots in the README): R-Zero's payoff, which pays the challenger most for
+# problems its solver solves half the time (the zero-sum payoff drove the generated problems' solve rate to ~0.03 and
+# left the solver little to learn from), and few-shot examples from the headline levels (the difficulty the
+# challenger's prompt shows; the data baseline draws its problems from the same levels). Neither flag changes the
+# data baseline, which has no challenger.
+SELF_PLAY = ["--payoff", "rzero", "--example-levels", "add_1d,add_2d_1d,mul_1d"]
 ARMS = {
     "data": ["--env", "LSP-Arith-Data-v0"],
-    "lsp_zero": ["--env", "LSP-Arith-v0"],
-    "lsp": ["--env", "LSP-Arith-v0", "--quality"],
+    "lsp_zero": ["--env", "LSP-Arith-v0", *SELF_PLAY],
+    "lsp": ["--env", "LSP-Arith-v0", "--quality", *SELF_PLAY],
 }
 # The recipe shared by every arm (only the env differs), chosen by the pilot runs described in the README.
 RECIPE = ["--agent", "grpo", "--num-queries", "4", "--num-generations", "8", "--max-completion-length", "32",
@@ -154,6 +162,7 @@ def _write(args, before: dict, runs: list[dict]) -> dict:
         "runs": runs,
         "budget_minutes_per_arm": args.minutes,
         "recipe": RECIPE + list(args.extra),
+        "arm_flags": ARMS,
         "reused": args.reused,
         "bf16": args.bf16,
         "model": args.model,
