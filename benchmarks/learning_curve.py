@@ -184,10 +184,12 @@ def _plot(result: dict, path: Path) -> None:
 
     colors = {"data": "tab:blue", "lsp_zero": "tab:orange", "lsp": "tab:green"}
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    labelled = set()
     for run in result["runs"]:
         xs = [0.0] + [t / 60 for t, _ in run["curve"]]
         ys = [result["solve_rate_before"]] + [v for _, v in run["curve"]]
-        label = f"{run['arm']}" if run["seed"] == 0 else None
+        label = None if run["arm"] in labelled else run["arm"]
+        labelled.add(run["arm"])
         ax.plot(xs, ys, marker="o", color=colors.get(run["arm"]), alpha=0.8, label=label)
     ax.set_xlabel("training minutes (2 CPU cores)")
     ax.set_ylabel("held-out solve rate, headline levels")
