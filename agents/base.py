@@ -203,6 +203,18 @@ class LLMAgent:
     def update(self, batch: Batch) -> dict:
         raise NotImplementedError
 
+    def backward_micro_batch(self, per_token: torch.Tensor, logps: torch.Tensor, mask: torch.Tensor, chunk: list[int],
+                             batch: Batch, prep: Prepared, totals: dict, kl_sums: dict) -> None:
+        """The tail every agent's loss shares: + β · KL(π || π_ref) per token where KL is in the loss, the loss_type's
+        per-sample aggregation, backward, and the loss / KL bookkeeping. ``per_token`` is the agent's own policy term."""
+        if prep.ref_logps is not None:
+            kl = self.kl.estimate(logps, pad_rows(prep.ref_logps, chunk))
+            per_token = per_token + prep.betas[chunk, None] * kl
+            self.track_kl(kl.detach(), mask, batch.roles[chunk], kl_sums)
+        per_sample = (per_token * mask).sum(-1) * prep.weights[chunk]
+        per_sample.sum().backward()
+        self.track_loss(per_sample.detach(), batch.roles[chunk], totals)
+
     # ---- metrics --------------------------------------------------------------------------------------------
     @staticmethod
     def track_loss(per_sample: torch.Tensor, roles: torch.Tensor, totals: dict) -> None:

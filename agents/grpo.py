@@ -57,13 +57,7 @@ class GRPOAgent(LLMAgent):
                 A = prep.advantages[chunk, None]
                 old = pad_rows(old_logps, chunk) if old_logps else logps.detach()
                 per_token, was_clipped = clipped_surrogate(logps, old, A, eps_low, eps_high)
-                if prep.ref_logps is not None:
-                    kl = self.kl.estimate(logps, pad_rows(prep.ref_logps, chunk))
-                    per_token = per_token + prep.betas[chunk, None] * kl              # + β · KL(π || π_ref)
-                    self.track_kl(kl.detach(), mask, batch.roles[chunk], kl_sums)
-                per_sample = (per_token * mask).sum(-1) * prep.weights[chunk]
-                per_sample.sum().backward()
-                self.track_loss(per_sample.detach(), batch.roles[chunk], totals)
+                self.backward_micro_batch(per_token, logps, mask, chunk, batch, prep, totals, kl_sums)  # + β · KL
                 clipped_tokens += float((was_clipped.float() * mask).sum())
                 all_tokens += float(mask.sum())
             totals, kl_sums, (clipped_tokens, all_tokens) = distributed.sum_across((totals, kl_sums, [clipped_tokens, all_tokens]))

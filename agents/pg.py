@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import distributed
-from .base import AgentConfig, LLMAgent, pad_rows
+from .base import AgentConfig, LLMAgent
 from .rollout import Batch
 
 
@@ -30,15 +30,8 @@ class PGAgent(LLMAgent):
         for chunk in self.micro_batches(batch, prep.index):
             logps, mask = self.policy.completion_logps([batch.prompt_ids[i] for i in chunk],
                                                        [batch.completion_ids[i] for i in chunk])
-            A = prep.advantages[chunk, None]
-            per_token = -A * logps                                                    # REINFORCE
-            if prep.ref_logps is not None:
-                kl = self.kl.estimate(logps, pad_rows(prep.ref_logps, chunk))
-                per_token = per_token + prep.betas[chunk, None] * kl                  # + β · KL(π || π_ref)
-                self.track_kl(kl.detach(), mask, batch.roles[chunk], kl_sums)
-            per_sample = (per_token * mask).sum(-1) * prep.weights[chunk]
-            per_sample.sum().backward()
-            self.track_loss(per_sample.detach(), batch.roles[chunk], totals)
+            per_token = -prep.advantages[chunk, None] * logps                         # REINFORCE
+            self.backward_micro_batch(per_token, logps, mask, chunk, batch, prep, totals, kl_sums)  # + β · KL
         totals, kl_sums = distributed.sum_across((totals, kl_sums))  # the global batch's (no-op in one process)
         grad_norm = self.optimizer_step()
         return {**batch.metrics, **prep.metrics, **totals, **self.kl_metrics(kl_sums), "grad_norm": grad_norm}
