@@ -4,6 +4,9 @@ The work: the data baseline on arithmetic (``LSP-Arith-Data-v0``; TRL gets the s
 solver chat), 2 prompts x 4 generations, <= 64 new tokens, sampling at T = 1 (top-p 1, top-k off), GRPO loss with
 ``loss_type="grpo"``, k3 KL to the reference with ``beta=0.04``, AdamW lr 5e-6, gradient clip 1.0, full
 fine-tuning (``--lora`` for LoRA on both sides), reward = ``lsp_env.rewards.ArithmeticReward`` on both sides.
+Every completion is exactly 64 tokens on both sides (the stop tokens are masked until then: HF's ``min_new_tokens``,
+vLLM's ``min_tokens``), so both systems do the same work; with natural lengths one side's luck in sampling short
+answers moves the ratio by more than the effect measured (``--natural-length`` lets completions stop early).
 
 Two pairings, each run as one subprocess per configuration (peak RSS only rises), the two subprocesses of a pairing
 stepped in lockstep and alternating order (interleaved), 1 warm-up + ``--repeats`` timed iterations each:
@@ -242,6 +245,9 @@ def parse_args(argv=None):
     parser.add_argument("--num-generations", type=int, default=4, help="completions per prompt (G)")
     parser.add_argument("--max-completion-length", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--natural-length", action="store_true",
+                        help="let completions stop at the stop token (default: every completion is max-completion-length "
+                             "tokens on both sides, so both do the same work)")
     parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient (> 0: a reference forward on both sides)")
     parser.add_argument("--loss-type", default="grpo", help="pinned equal on both sides")
     parser.add_argument("--learning-rate", type=float, default=5e-6)
@@ -262,7 +268,8 @@ def build_specs(args) -> dict:
     common = dict(model=args.model, num_prompts=args.num_prompts, num_generations=args.num_generations,
                   max_completion_length=args.max_completion_length, temperature=args.temperature, beta=args.beta,
                   loss_type=args.loss_type, learning_rate=args.learning_rate, lora=args.lora, seed=args.seed,
-                  iterations=1 + args.repeats, gen_repeats=args.gen_repeats, profile=args.profile)
+                  iterations=1 + args.repeats, gen_repeats=args.gen_repeats, profile=args.profile,
+                  min_new_tokens=0 if args.natural_length else args.max_completion_length)
     fast_bf16 = bf16_supported()
     specs = {
         "ours_fp32": dict(common, system="ours", bf16=False, backend="hf"),
@@ -377,8 +384,9 @@ def _count_until_stop(row: list[int], stop_ids: set[int]) -> int:
     return len(row)
 
 
-def raw_generate(backend, prompts: list[list[int]], config) -> int:
-    """The engine alone on token prompts, our sampling settings and seeds: returns the tokens generated (to the stop)."""
+def raw_generate(backend, prompts: list[list[int]], config, min_new_tokens: int) -> int:
+    """The engine alone on token prompts, our sampling settings and seeds: returns the tokens generated (to the stop).
+    (HF: ``min_new_tokens`` comes from the model's generation config, set by :func:`force_min_new_tokens`.)"""
     import torch
 
     if backend.name == "vllm":
@@ -388,7 +396,7 @@ def raw_generate(backend, prompts: list[list[int]], config) -> int:
         seeds = torch.randint(2**31 - 1, (len(prompts),)).tolist()  # the backend draws its per-prompt seeds like this
         params = [SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k, seed=seed,
                                  max_tokens=config.max_completion_length, stop_token_ids=sorted(backend.stop_ids),
-                                 detokenize=False) for seed in seeds]
+                                 min_tokens=min_new_tokens, detokenize=False) for seed in seeds]
         outputs = backend.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         return sum(len(out.outputs[0].token_ids) for out in outputs)
     from contextlib import nullcontext
@@ -407,7 +415,18 @@ def raw_generate(backend, prompts: list[list[int]], config) -> int:
     return sum(_count_until_stop(row, backend.stop_ids) for row in out[:, ids.shape[1]:].tolist())
 
 
-def generation_efficiency(agent, chats, repeats: int) -> dict:
+def force_min_new_tokens(backend, min_new_tokens: int) -> None:
+    """Mask the stop tokens for the first ``min_new_tokens`` tokens of every completion (the library untouched):
+    HF ``generate`` reads ``min_new_tokens`` from the model's generation config, vLLM from ``SamplingParams``."""
+    if not min_new_tokens:
+        return
+    if backend.name == "vllm":
+        backend._sampling_params = functools.partial(backend._sampling_params, min_tokens=min_new_tokens)
+    else:
+        backend.model.generation_config.min_new_tokens = min_new_tokens
+
+
+def generation_efficiency(agent, chats, repeats: int, min_new_tokens: int) -> dict:
     """Our ``agent.act`` vs the raw engine on the same prompts and seeds (the same samples), alternating order.
 
     The figure is the median of the per-pair rate ratios, so one pair hit by a load spike cannot decide it.
@@ -421,7 +440,7 @@ def generation_efficiency(agent, chats, repeats: int) -> dict:
         return sum(len(c.completion_ids) for c in agent.act(chats))
 
     def raw():
-        return raw_generate(policy.backend, prompts, agent.config)
+        return raw_generate(policy.backend, prompts, agent.config, min_new_tokens)
 
     pairs, same_tokens = [], True
     for r in range(repeats):
@@ -483,6 +502,7 @@ def run_ours(spec: dict, chan: Channel) -> None:
         # includes whatever the failed engine start-up touched)
         cfg.backend, note = "hf", f"vLLM backend failed to start ({type(err).__name__}: {err}); HF generation used instead"
         policy, envs, agent = build(cfg, agent_cfg)
+    force_min_new_tokens(policy.backend, spec["min_new_tokens"])
     # instrument the model-compute calls (the library stays untouched); the rest of the iteration is overhead
     sections = Sections()
     last_chats: list = []
@@ -518,7 +538,7 @@ def run_ours(spec: dict, chan: Channel) -> None:
     while (command := chan.recv()) == "step":
         chan.send(iteration(step))
         step += 1
-    summary = generation_efficiency(agent, last_chats, spec["gen_repeats"])
+    summary = generation_efficiency(agent, last_chats, spec["gen_repeats"], spec["min_new_tokens"])
     if spec["profile"]:
         summary["profile"] = profile_iteration(iteration, step, Path(spec["profile"]), spec["name"])
     summary["peak_rss_gb"] = peak_rss_gb()
@@ -603,6 +623,7 @@ def run_trl(spec: dict, chan: Channel) -> None:
         max_completion_length=spec["max_completion_length"], temperature=spec["temperature"], top_p=1.0, top_k=0,
         use_vllm=False, max_steps=spec["iterations"], seed=spec["seed"], save_strategy="no", report_to="none",
         disable_tqdm=True, model_init_kwargs={"dtype": torch.float32},
+        generation_kwargs={"min_new_tokens": spec["min_new_tokens"]} if spec["min_new_tokens"] else None,
     )
     model_dir = hf_model_dir(spec["model"])
     trainer = GRPOTrainer(model=model_dir, reward_funcs=arithmetic_reward, args=args, train_dataset=dataset,
