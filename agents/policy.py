@@ -12,6 +12,7 @@ import torch
 
 from lsp_env import models
 from lsp_env.prompts import render_chat
+from lsp_env.rewards import pad_left
 
 from .backends import make_backend
 
@@ -104,30 +105,47 @@ class Policy:
     def completion_logps(self, prompts: list[list[int]], completions: list[list[int]], reference: bool = False):
         """Per-token log-probs of the completions: ``(logps, mask)``, both ``(B, max completion length)``.
 
-        Layout: prompts left-padded, completions right-padded, so every row's completion occupies the same
-        columns and the LM head runs only on them (``logits_to_keep``), not on the prompt.
-        Gradients flow unless ``reference`` (then computed under ``torch.inference_mode``).
+        Rows that share a prompt (a GRPO group; the challenger's queries, which share its prompt) run that prompt
+        through the model once: its keys and values are gathered to every row of the group, and the completions run
+        on top of them. The gather is differentiable (the group's gradients sum into the one prompt pass), so
+        log-probs and gradients equal separate passes up to float summation order, for ~(G - 1)/G less prompt work.
+        Only completion positions reach the LM head. Gradients flow unless ``reference`` (then under
+        ``torch.inference_mode``).
         """
-        pad = self.tokenizer.pad_token_id
-        prompt_width = max(len(p) for p in prompts)
-        width = max(len(c) for c in completions)
-        rows = len(prompts)
-        ids = torch.full((rows, prompt_width + width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, (p, c) in enumerate(zip(prompts, completions)):
-            ids[r, prompt_width - len(p):prompt_width + len(c)] = torch.as_tensor(p + c)
-            mask[r, prompt_width - len(p):prompt_width + len(c)] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        rows, width = len(prompts), max(len(c) for c in completions)
+        targets = torch.full((rows, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((rows, width))
+        for r, c in enumerate(completions):
+            targets[r, :len(c)] = torch.as_tensor(c, dtype=torch.long)
+            mask[r, :len(c)] = 1
+        unique: dict[tuple[int, ...], int] = {}
+        owner = torch.as_tensor([unique.setdefault(tuple(p), len(unique)) for p in prompts])
         module = self.reference if reference else self.model
-        device = module.device
         grad = torch.inference_mode() if reference else nullcontext()
         reference_mode = models.reference_mode(module) if reference else nullcontext()
         with grad, reference_mode, self.autocast():
-            logits = module(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                            logits_to_keep=width + 1).logits[:, :-1].float()
-            targets = ids[:, prompt_width:].to(device)
-            logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-        return logps.cpu(), mask[:, prompt_width:].float()
+            logits = self._completion_logits(module, [list(p) for p in unique], owner, targets[:, :-1], mask[:, :-1])
+            logits = logits.float()
+            logps = logits.gather(-1, targets.to(logits.device).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        return logps.cpu(), mask
+
+    def _completion_logits(self, module, prompts, owner, inputs, input_mask):
+        """Logits predicting each completion token: the prompts' last positions (one pass per distinct prompt),
+        then the completion tokens before the last one fed on top of their row's prompt cache."""
+        device = module.device
+        ids, prompt_mask, positions = pad_left(prompts, self.tokenizer.pad_token_id)
+        out = module(input_ids=ids.to(device), attention_mask=prompt_mask.to(device), position_ids=positions.to(device),
+                     use_cache=True, logits_to_keep=1)
+        first = out.logits[owner.to(device)]                               # (B, 1, V): predicts completion token 0
+        if inputs.shape[1] == 0:
+            return first
+        cache = out.past_key_values
+        cache.reorder_cache(owner.to(device))     # row r gets its prompt's keys and values (index_select: grads sum)
+        attention = torch.cat([prompt_mask[owner], input_mask.long()], dim=1)
+        positions = prompt_mask.sum(-1)[owner, None] + torch.arange(inputs.shape[1])
+        rest = module(input_ids=inputs.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
+                      past_key_values=cache, use_cache=True).logits                   # (B, width - 1, V)
+        return torch.cat([first, rest], dim=1)
 
     # ---- save / load ----------------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> None:

@@ -181,6 +181,37 @@ def test_lora_reference_is_the_same_model_with_adapters_disabled():
     assert torch.allclose(base, reference)
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_shared_prompt_logps_and_gradients_equal_separate_unpadded_passes(lora):
+    """Rows sharing a prompt run it once (its keys/values gathered to the group): the maths must not change."""
+    policy = Policy("tiny-random", lora=lora, lora_r=4)
+    if lora:  # adapters that act, so the LoRA gradients are not trivially those of B = 0
+        with torch.no_grad():
+            for name, p in policy.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.1)
+    g = torch.Generator().manual_seed(1)
+    unique = [torch.randint(5, 200, (n,), generator=g).tolist() for n in (7, 12, 3)]
+    prompts = [unique[0]] * 3 + [unique[1]] * 2 + [unique[2], unique[0]]     # groups, a singleton, a non-adjacent repeat
+    completions = [torch.randint(5, 200, (n,), generator=g).tolist() for n in (5, 9, 1, 4, 9, 2, 6)]
+    logps, mask = policy.completion_logps(prompts, completions)
+    assert mask.sum(1).tolist() == [len(c) for c in completions]
+    (logps * mask).sum().backward()
+    shared = {n: p.grad.clone() for n, p in policy.model.named_parameters() if p.grad is not None}
+    policy.model.zero_grad()
+    total = 0.0
+    for r, (p, c) in enumerate(zip(prompts, completions)):
+        logits = policy.model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1:-1]
+        separate = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(c)[:, None]).squeeze(-1)
+        torch.testing.assert_close(logps[r, :len(c)].detach(), separate.detach(), atol=1e-5, rtol=1e-5)
+        total = total + separate.sum()
+    total.backward()
+    assert shared.keys() == {n for n, p in policy.model.named_parameters() if p.grad is not None}
+    for name, p in policy.model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(shared[name], p.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_lora_without_target_modules_fails_with_the_fix():
     with pytest.raises(ValueError, match="none of the target modules"):
         Policy("tiny-random", lora=True, lora_target_modules=("no_such_proj",))
