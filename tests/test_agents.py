@@ -212,6 +212,30 @@ def test_shared_prompt_logps_and_gradients_equal_separate_unpadded_passes(lora):
             torch.testing.assert_close(shared[name], p.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_hf_generation_prefills_a_repeated_prompt_once_with_the_same_result(lora, monkeypatch):
+    """A GRPO group's G rows share one prefill; greedy output must equal generating each prompt alone."""
+    policy = Policy("tiny-random", lora=lora, lora_r=4)
+    backend = policy.backend
+    g = torch.Generator().manual_seed(2)
+    a, b = (torch.randint(5, 200, (n,), generator=g).tolist() for n in (9, 4))
+    prompts = [a, a, b, a, b]
+    prefilled = []  # the cache length each call prefilled (None: no shared prefill)
+    shared_prefill = backend._shared_prefill
+
+    def recording(*args):
+        cache = shared_prefill(*args)
+        prefilled.append(None if cache is None else cache.get_seq_length())
+        return cache
+
+    monkeypatch.setattr(backend, "_shared_prefill", recording)
+    together = backend.generate(prompts, 12, do_sample=False)
+    alone = [backend.generate([p], 12, do_sample=False)[0] for p in prompts]
+    assert prefilled == [len(a) - 1] + [None] * len(prompts)  # the batch shared its prefill, single prompts did not
+    assert together == alone
+    assert together[0] == together[1] == together[3] and together[2] == together[4]
+
+
 def test_lora_without_target_modules_fails_with_the_fix():
     with pytest.raises(ValueError, match="none of the target modules"):
         Policy("tiny-random", lora=True, lora_target_modules=("no_such_proj",))

@@ -17,7 +17,8 @@ class HFBackend:
     ``generation_dtype`` (e.g. bf16) it keeps a copy of the weights in that dtype for generation instead (1.6x
     faster than fp32 here, ~0.5x the memory of the fp32 master) and copies the trained weights into it in
     :meth:`sync_weights` after every update (~50 ms for 135 M parameters). A peft (LoRA) model samples from
-    itself under ``autocast_dtype`` instead. A backend maps prompt token ids to completion token ids; the
+    itself under ``autocast_dtype`` instead. A prompt repeated in the batch (the G answers to one query) is prefilled
+    once and its cache shared (~0.5 s of 7 s saved at 2 prompts x 4 answers here). A backend maps prompt token ids to completion token ids; the
     policy owns tokenization and the trained model.
     """
 
@@ -54,18 +55,34 @@ class HFBackend:
         try:
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start:start + self.batch_size]
-                ids, mask, _ = pad_left(chunk, self.tokenizer.pad_token_id)
+                ids, mask, positions = pad_left(chunk, self.tokenizer.pad_token_id)
                 with autocast:
+                    cache = self._shared_prefill(chunk, ids, mask, positions)
                     out = self.model.generate(
                         input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
                         max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                        eos_token_id=sorted(self.stop_ids), **sampling,
+                        eos_token_id=sorted(self.stop_ids), past_key_values=cache, **sampling,
                     )
                 for row in out[:, ids.shape[1]:].tolist():
                     completions.append(_cut_at_stop(row, self.stop_ids))
         finally:
             self.model.train(was_training)
         return completions
+
+
+    def _shared_prefill(self, prompts, ids, mask, positions):
+        """When prompts repeat (a GRPO group), prefill each distinct one once and give every row its prompt's cache
+        (all but the last token, which ``generate`` runs to get the first logits); ``None`` when nothing repeats."""
+        unique: dict[tuple[int, ...], int] = {}
+        owner = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
+        if len(unique) == len(prompts) or min(len(p) for p in prompts) < 2:
+            return None
+        first_row = torch.as_tensor([owner.index(k) for k in range(len(unique))])
+        device = self.model.device
+        cache = self.model(input_ids=ids[first_row, :-1].to(device), attention_mask=mask[first_row, :-1].to(device),
+                           position_ids=positions[first_row, :-1].to(device), use_cache=True, logits_to_keep=1).past_key_values
+        cache.reorder_cache(torch.as_tensor(owner, device=device))
+        return cache
 
 
 def stop_token_ids(generation_config, tokenizer) -> set[int]:
