@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -48,36 +49,47 @@ RECIPE = ["--agent", "grpo", "--num-queries", "4", "--num-generations", "8", "--
           "--learning-rate", "1e-5", "--beta", "0", "--scale-rewards", "group", "--loss-type", "grpo"]
 
 
-def run_arm(arm: str, seed: int, args, workdir: Path) -> dict:
-    out = workdir / f"{arm}-seed{seed}"
+def lsp_train(flags: list[str], out: Path, quiet: bool = False) -> list[dict]:
+    """One ``lsp-train`` run in a subprocess, into a fresh ``out``; returns its ``metrics.jsonl`` lines."""
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
-    cmd = [sys.executable, "-m", "agents.train", *ARMS[arm], *RECIPE, *args.extra, "--model", args.model,
-           "--seed", str(seed), "--iterations", "100000", "--max-minutes", str(args.minutes),
-           "--eval-every", str(args.eval_every), "--eval-at-start", "false", "--output-dir", str(out)]
-    if args.bf16:
-        cmd.append("--bf16")
-    start = time.time()
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL if args.quiet else None)
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    evals = [line for line in lines if "eval/headline" in line]
-    final = evals[-1]
-    trained = [line for line in lines if "reward/solver" in line]
-    return {
-        "arm": arm, "seed": seed, "iterations": trained[-1]["step"] if trained else 0,
-        "wall_seconds": time.time() - start, "trained_seconds": trained[-1]["time/trained"] if trained else 0.0,
-        "after_headline": final["eval/headline"], "after_overall": final["eval/overall"],
-        "after_per_level": {k[5:]: v for k, v in final.items() if k.startswith("eval/") and k[5:] not in ("headline", "overall")},
-        # (seconds trained, headline rate); the final evaluation comes after the last iteration's time
-        "curve": [(line.get("time/trained", trained[-1]["time/trained"] if trained and line["step"] else 0.0), line["eval/headline"])
-                  for line in evals],
-        "solver_reward_curve": [(line["step"], line["reward/solver"]) for line in trained],
+    subprocess.run([sys.executable, "-m", "agents.train", *flags, "--output-dir", str(out)], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL if quiet else None)
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def read_run(lines: list[dict]) -> dict:
+    """Iterations, training seconds, reward curves and (with ``--eval-every``) the held-out solve rates of one run."""
+    trained = [line for line in lines if "time/iteration" in line]
+    trained_seconds = trained[-1]["time/trained"] if trained else 0.0
+    run = {
+        "iterations": trained[-1]["step"] if trained else 0, "trained_seconds": trained_seconds,
+        # (no solver reward in an iteration whose queries were all invalid)
+        "solver_reward_curve": [(line["step"], line["reward/solver"]) for line in trained if "reward/solver" in line],
         "invalid_query_curve": [(line["step"], line["invalid_query_rate"]) for line in trained if "invalid_query_rate" in line],
         # the solve rate of the problems the challenger generated (V(q) averaged over the iteration's valid queries)
         "generated_solve_rate_curve": [(line["step"], line["group_value"]) for line in trained if "group_value" in line],
     }
+    evals = [line for line in lines if "eval/headline" in line]
+    if evals:
+        final = evals[-1]
+        run.update(
+            after_headline=final["eval/headline"], after_overall=final["eval/overall"],
+            after_per_level={k[5:]: v for k, v in final.items() if k.startswith("eval/") and k[5:] not in ("headline", "overall")},
+            # (seconds trained, headline rate); the final evaluation comes after the last iteration's time
+            curve=[(line.get("time/trained", trained_seconds if line["step"] else 0.0), line["eval/headline"]) for line in evals],
+        )
+    return run
+
+
+def run_arm(arm: str, seed: int, args, workdir: Path) -> dict:
+    flags = [*ARMS[arm], *RECIPE, *args.extra, "--model", args.model, "--seed", str(seed), "--iterations", "100000",
+             "--max-minutes", str(args.minutes), "--eval-every", str(args.eval_every), "--eval-at-start", "false"]
+    if args.bf16:
+        flags.append("--bf16")
+    start = time.time()
+    lines = lsp_train(flags, workdir / f"{arm}-seed{seed}", args.quiet)
+    return {"arm": arm, "seed": seed, "wall_seconds": time.time() - start, **read_run(lines)}
 
 
 def main() -> None:
