@@ -44,16 +44,29 @@ def arithmetic_solve_rates(policy: Policy, n_per_level: int = 40, max_new_tokens
 def dialogue_win_rate(policy: Policy, base: Policy, judge=None, max_new_tokens: int = 128, limit: int | None = None) -> dict:
     """AlpacaEval-style win rate of ``policy`` against ``base`` on the held-out instructions (greedy answers).
 
-    ``judge(queries, answers, others) -> list[float]`` scores each pair: the built-in :class:`PairwiseJudge`
-    (on the base model) judges both orders, so position bias cancels, and counts a split decision as a tie (0.5).
+    The built-in :class:`PairwiseJudge` (on the base model) judges both answer orders, so position bias cancels:
+    ``win_rate`` counts a win in both orders as 1 and a split decision as a tie (0.5); ``preference`` averages the
+    judge's probability of preferring ours over both orders (AlpacaEval 2's weighted win rate), which still
+    measures something when a position-biased judge splits every decision. Each comes with its standard error.
+    A custom ``judge(queries, answers, others) -> list[float]`` gives the win rate alone.
     """
     instructions = read_lines("dialogue_eval.txt")[:limit]
-    judge = judge or PairwiseJudge(base.reference_pair())
     chats = [[{"role": "user", "content": q}] for q in instructions]
     ours = [c.text for c in policy.generate(chats, max_new_tokens=max_new_tokens, do_sample=False)]
     theirs = [c.text for c in base.generate(chats, max_new_tokens=max_new_tokens, do_sample=False)]
-    outcomes = judge(instructions, ours, theirs)
-    n = len(outcomes)
-    win_rate = sum(outcomes) / n
-    variance = sum((o - win_rate) ** 2 for o in outcomes) / max(n - 1, 1)
-    return {"win_rate": win_rate, "standard_error": math.sqrt(variance / n), "n": n}
+    result = {"n": len(instructions), "identical_answers": sum(a == b for a, b in zip(ours, theirs))}
+    if judge is not None:
+        return {**result, **_mean_and_error("win_rate", judge(instructions, ours, theirs))}
+    judge = PairwiseJudge(base.reference_pair())
+    as_first, as_second = judge.both_orders(instructions, ours, theirs)
+    outcomes = [((a > 0.5) + (b > 0.5)) / 2 for a, b in zip(as_first, as_second)]
+    return {**result, **_mean_and_error("win_rate", outcomes),
+            **_mean_and_error("preference", [(a + b) / 2 for a, b in zip(as_first, as_second)])}
+
+
+def _mean_and_error(name: str, values: list[float]) -> dict:
+    n = len(values)
+    mean = sum(values) / n
+    variance = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
+    suffix = "" if name == "win_rate" else f"_{name}"
+    return {name: mean, f"standard_error{suffix}": math.sqrt(variance / n)}

@@ -105,7 +105,7 @@ class Policy:
     def completion_logps(self, prompts: list[list[int]], completions: list[list[int]], reference: bool = False):
         """Per-token log-probs of the completions: ``(logps, mask)``, both ``(B, max completion length)``.
 
-        Rows that share a prompt (a GRPO group; the challenger's queries, which share its prompt) run that prompt
+        Rows that share a prompt (a GRPO group; the dialogue challenger's N queries, one fixed prompt) run that prompt
         through the model once: its keys and values are gathered to every row of the group, and the completions run
         on top of them. The gather is differentiable (the group's gradients sum into the one prompt pass), so
         log-probs and gradients equal separate passes up to float summation order, for ~(G - 1)/G less prompt work.

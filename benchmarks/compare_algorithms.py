@@ -16,8 +16,10 @@ Arms (both tasks unless said):
   payoff_zero_sum, payoff_learnability, payoff_variance    (arithmetic) lsp_zero with another challenger payoff
                        (``lsp_zero`` itself is the rzero payoff)
 Metrics: arithmetic, the held-out greedy solve rate on the headline levels (curves from ``--eval-every``);
-dialogue, the win rate against the starting model on the held-out instructions, judged by the pairwise LLM judge
-on the starting model in both answer orders (``agents.evaluate.dialogue_win_rate``; the start itself scores 0.5).
+dialogue, the preference for the trained model's answers over the starting model's on the held-out instructions:
+the pairwise LLM judge's probability, on the starting model, averaged over both answer orders (AlpacaEval 2's
+weighted win rate; ``agents.evaluate.dialogue_win_rate``, whose discrete ``win_rate`` is stored beside it: the
+embedded judge's position bias makes that one a tie on every instruction). The start itself scores 0.5.
 
     python benchmarks/compare_algorithms.py                   # 2 min per arm, 2 seeds, both tasks (~75 min on 2 cores)
     python benchmarks/compare_algorithms.py --tasks arithmetic --arms data,lsp_zero --minutes 1 --seeds 1 \\
@@ -85,7 +87,7 @@ DEFAULT_ARMS = {"arithmetic": list(TASKS["arithmetic"]["arms"]), "dialogue": lis
 def run_arm(task: str, arm: str, seed: int, args, workdir: Path, base) -> dict:
     """Train one arm (its stages chained through checkpoints) and evaluate the result."""
     stages = TASKS[task]["arms"][arm]
-    model, lines_all, offset, wall = args.model, [], 0.0, time.time()
+    model, lines_all, offset, wall, commands = args.model, [], 0.0, time.time(), []
     for k, stage_flags in enumerate(stages):
         flags = [*TASKS[task]["recipe"], *stage_flags, *args.extra, "--model", model, "--seed", str(seed),
                  "--backend", args.backend]
@@ -94,10 +96,12 @@ def run_arm(task: str, arm: str, seed: int, args, workdir: Path, base) -> dict:
         else:
             flags += ["--iterations", "1000000", "--max-minutes", str(args.minutes / len(stages))]
         if task == "arithmetic":
-            flags += ["--eval-every", str(args.eval_every), "--eval-at-start", "false"]
+            flags += ["--eval-every", str(args.eval_every), "--eval-at-start", "false",
+                      "--eval-problems-per-level", str(args.eval_problems_per_level)]
         if args.bf16:
             flags.append("--bf16")
         out = workdir / f"{task}-{arm}-seed{seed}" / f"stage{k}"
+        commands.append(["lsp-train", *flags, "--output-dir", str(out)])
         lines = lsp_train(flags, out, args.quiet)
         steps_before = max([line["step"] for line in lines_all] + [0])
         for line in lines:  # one timeline across stages; the last stage's final evaluation is the arm's
@@ -109,13 +113,14 @@ def run_arm(task: str, arm: str, seed: int, args, workdir: Path, base) -> dict:
             line.setdefault("time/trained", offset)
         lines_all += lines
         model = str(out / (out / "latest").read_text().strip())
-    run = {"task": task, "arm": arm, "seed": seed, **read_run(lines_all)}
+    run = {"task": task, "arm": arm, "seed": seed, **read_run(lines_all), "commands": commands}
     if task == "dialogue":
         from agents.evaluate import dialogue_win_rate
         from agents.policy import Policy
 
         result = dialogue_win_rate(Policy(model, bf16=args.bf16), base, limit=args.dialogue_eval_limit)
-        run.update(after=result["win_rate"], after_standard_error=result["standard_error"], eval_n=result["n"])
+        run.update(after=result["preference"], after_standard_error=result["standard_error_preference"],
+                   win_rate=result["win_rate"], identical_answers=result["identical_answers"], eval_n=result["n"])
     else:
         run["after"] = run["after_headline"]
     run["wall_seconds"] = time.time() - wall
@@ -150,6 +155,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=4, help="arithmetic: held-out evaluation every k iterations")
+    parser.add_argument("--eval-problems-per-level", type=int, default=40, help="arithmetic: held-out problems per level")
     parser.add_argument("--dialogue-eval-limit", type=int, default=40, help="dialogue: held-out instructions judged (of 120)")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--backend", default="hf", help="generation backend of the runs (hf or vllm)")
@@ -158,6 +164,8 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(ROOT / "runs/compare_algorithms"))
     parser.add_argument("--keep-checkpoints", action="store_true")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--reuse", default=None, help="an earlier result JSON of this benchmark: keep its starting-model "
+                        "figures and the runs this invocation does not run (recorded under 'reused')")
     parser.add_argument("extra", nargs="*", help="more lsp-train flags for every run (after --)")
     args = parser.parse_args()
 
@@ -184,13 +192,17 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     console = Console(width=None if sys.stdout.isatty() else 140)  # a log file gets the whole table
     base = Policy(args.model, bf16=args.bf16)  # the dialogue opponent and judge, and the arithmetic starting point
-    before = {}
-    if "arithmetic" in tasks:
+    before, runs, args.reused = {}, [], None
+    if args.reuse:  # greedy evaluation of the same starting model is deterministic: no need to measure it twice
+        old = json.loads(Path(args.reuse).read_text())
+        before = dict(old["before"])
+        runs = [r for r in old["runs"] if (r["task"], r["arm"], r["seed"]) not in planned]
+        args.reused = {"from_date": old["date"], "runs": [f"{r['task']}-{r['arm']}-seed{r['seed']}" for r in runs]}
+    if "arithmetic" in tasks and "arithmetic" not in before:
         console.print("evaluating the starting model on the held-out arithmetic problems ...")
-        before["arithmetic"] = arithmetic_solve_rates(base)["headline"]
+        before["arithmetic"] = arithmetic_solve_rates(base, args.eval_problems_per_level)["headline"]
     if "dialogue" in tasks:
         before["dialogue"] = 0.5  # the starting model against itself: the same greedy answers, a tie by construction
-    runs: list[dict] = []
     started = time.time()
     for task, arm, seed in planned:
         console.print(f"[{len(runs) + 1}/{len(planned)}] {task} {arm} seed {seed} "
@@ -208,8 +220,9 @@ def write(args, before: dict, runs: list[dict], seconds: float) -> dict:
         "model": args.model, "bf16": args.bf16, "backend": args.backend,
         "budget": {"iterations": args.iterations} if args.iterations else {"minutes_per_arm": args.minutes},
         "metric": {"arithmetic": "held-out greedy solve rate, headline levels",
-                   "dialogue": f"win rate against the starting model, {args.dialogue_eval_limit} held-out instructions"},
+                   "dialogue": f"judge's preference over the starting model, {args.dialogue_eval_limit} held-out instructions"},
         "before": before, "arms": summarise(runs, before), "runs": runs, "benchmark_seconds": round(seconds),
+        "reused": args.reused,
         "recipes": {task: TASKS[task]["recipe"] + list(args.extra) for task in TASKS},
         "arm_flags": {task: spec["arms"] for task, spec in TASKS.items()},
     }
@@ -263,16 +276,16 @@ def plot(result: dict, path: Path) -> None:
             ax.set_ylabel("held-out solve rate (headline levels)")
             ax.set_ylim(0, 1)
             ax.legend(fontsize=8)
-        else:  # one evaluation at the end: mean ± std over seeds, each seed a dot
+        else:  # one evaluation at the end: mean ± std over seeds (square), each seed a dot
             arms = list(result["arms"][task])
             for k, arm in enumerate(arms):
                 s = result["arms"][task][arm]
-                ax.bar(k, s["after_mean"], yerr=s["after_std"], color=colors[arm], alpha=0.7, capsize=4)
+                ax.errorbar(k, s["after_mean"], yerr=s["after_std"], fmt="s", color=colors[arm], capsize=5, markersize=7)
                 ax.scatter([k] * s["seeds"], [r["after"] for r in runs if r["arm"] == arm], color="black", s=10, zorder=3)
             ax.axhline(result["before"][task], color="gray", linestyle="--", linewidth=1, label="starting model")
             ax.set_xticks(range(len(arms)), arms, rotation=20, fontsize=8)
-            ax.set_ylabel("win rate against the starting model")
-            ax.set_ylim(0, 1)
+            ax.set_ylabel("preference over the starting model")
+            ax.set_ylim(min(0.4, *(r["after"] - 0.02 for r in runs)), max(0.6, *(r["after"] + 0.02 for r in runs)))
             ax.legend(fontsize=8)
         ax.set_title(f"{task}: {result['metric'][task]}", fontsize=9)
     budget = result["budget"]

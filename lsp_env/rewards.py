@@ -158,6 +158,9 @@ class PairwiseJudge:
 
     ``__call__(queries, answers, others)`` judges each pair in both orders (position bias cancels) and returns
     1 (the answer wins both), 0 (loses both) or 0.5 (the orders disagree: a tie), AlpacaEval-style.
+    :meth:`preference` returns the probability itself, averaged over both orders: a judge with a strong position
+    bias (the embedded 135M one prefers whichever answer comes first, P ~ 0.9 in both orders) ties every discrete
+    comparison, while the averaged probability still moves with the answers.
     """
 
     def __init__(self, model="embedded", batch_size: int = 8, guard: bool = True):
@@ -176,10 +179,19 @@ class PairwiseJudge:
         prompts = [self.prompt_ids(q, a, b) for q, a, b in zip(queries, firsts, seconds, strict=True)]
         return [float(p[0]) for p in next_token_probs(self.model, self.tokenizer, prompts, self.letter_ids, self.batch_size)]
 
-    def __call__(self, queries: Sequence[str], answers: Sequence[str], others: Sequence[str]) -> list[float]:
+    def both_orders(self, queries, answers, others) -> tuple[list[float], list[float]]:
+        """P(answer preferred) with the answer shown first, and with it shown second."""
         as_first = self.prefer_first(queries, answers, others)
-        as_second = self.prefer_first(queries, others, answers)
-        return [((a > 0.5) + (b < 0.5)) / 2 for a, b in zip(as_first, as_second)]
+        as_second = [1.0 - p for p in self.prefer_first(queries, others, answers)]
+        return as_first, as_second
+
+    def __call__(self, queries: Sequence[str], answers: Sequence[str], others: Sequence[str]) -> list[float]:
+        as_first, as_second = self.both_orders(queries, answers, others)
+        return [((a > 0.5) + (b > 0.5)) / 2 for a, b in zip(as_first, as_second)]
+
+    def preference(self, queries: Sequence[str], answers: Sequence[str], others: Sequence[str]) -> list[float]:
+        """P(answer preferred over other), averaged over the two orders: in [0, 1], 0.5 for identical answers."""
+        return [(a + b) / 2 for a, b in zip(*self.both_orders(queries, answers, others))]
 
 
 class RewardModel:

@@ -311,6 +311,24 @@ def test_pairwise_judge_counts_a_split_decision_as_a_tie(tiny_pair):
     assert all(o in (0.0, 0.5, 1.0) for o in outcomes)
     flipped = judge(["Name a colour.", "Add 2 and 2."], ["Blue, or green.", "five"], ["Red.", "4"])
     assert [1 - o for o in outcomes] == flipped  # antisymmetric: A vs B is the mirror of B vs A
+    preference = judge.preference(["Name a colour.", "Add 2 and 2."], ["Red.", "4"], ["Blue, or green.", "five"])
+    mirrored = judge.preference(["Name a colour.", "Add 2 and 2."], ["Blue, or green.", "five"], ["Red.", "4"])
+    assert all(0.0 <= p <= 1.0 for p in preference)
+    assert [1 - p for p in preference] == pytest.approx(mirrored, abs=1e-6)
+    assert judge.preference(["Name a colour."], ["Red."], ["Red."]) == pytest.approx([0.5], abs=1e-6)
+
+
+def test_pairwise_preference_still_measures_under_a_position_biased_judge(tiny_pair, monkeypatch):
+    """A judge that prefers whichever answer comes first splits every discrete decision (all ties), while the
+    order-averaged probability keeps the small difference it sees between the answers."""
+    from lsp_env.rewards import PairwiseJudge
+
+    judge = PairwiseJudge(tiny_pair)
+    quality = {"good": 0.05, "poor": -0.05}  # what the judge sees beyond its bias for position A
+    monkeypatch.setattr(judge, "prefer_first", lambda qs, firsts, seconds: [0.9 + quality[a] - quality[b] for a, b in zip(firsts, seconds)])
+    assert judge(["q"], ["good"], ["poor"]) == [0.5]
+    assert judge.preference(["q"], ["good"], ["poor"]) == pytest.approx([0.6])
+    assert judge.preference(["q"], ["poor"], ["good"]) == pytest.approx([0.4])
 
 
 def test_dialogue_win_rate_against_itself_is_a_half(tiny_pair):
@@ -319,4 +337,6 @@ def test_dialogue_win_rate_against_itself_is_a_half(tiny_pair):
 
     policy = Policy("tiny-random")
     result = dialogue_win_rate(policy, policy, max_new_tokens=4, limit=6)
-    assert result == {"win_rate": 0.5, "standard_error": 0.0, "n": 6}
+    assert result["win_rate"] == 0.5 and result["standard_error"] == 0.0 and result["n"] == 6
+    assert result["identical_answers"] == 6
+    assert result["preference"] == pytest.approx(0.5, abs=1e-6) and result["standard_error_preference"] < 1e-6

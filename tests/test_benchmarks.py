@@ -1,0 +1,43 @@
+"""The comparison benchmark's plumbing on the tiny random model: arms, chained stages, JSON, table and plot (slow)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # 12 lsp-train subprocesses, ~2.5 min on 2 cores
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_compare_algorithms_chains_stages_and_writes_its_results(tmp_path):
+    out = tmp_path / "cmp.json"
+    subprocess.run(
+        [sys.executable, "benchmarks/compare_algorithms.py", "--model", "tiny-random", "--iterations", "4",
+         "--eval-every", "2", "--seeds", "2", "--tasks", "arithmetic,dialogue", "--arms", "data,data_then_lsp",
+         "--dialogue-eval-limit", "2", "--eval-problems-per-level", "2", "--output", str(out),
+         "--workdir", str(tmp_path / "runs"), "--quiet"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    )
+    result = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0
+    runs = {(r["task"], r["arm"], r["seed"]): r for r in result["runs"]}
+    assert set(runs) == {(t, a, s) for t in ("arithmetic", "dialogue") for a in ("data", "data_then_lsp") for s in (0, 1)}
+    # seed-major order: every arm has its first seed before any arm gets its second
+    assert [r["seed"] for r in result["runs"]] == [0] * 4 + [1] * 4
+    for (task, arm, seed), run in runs.items():
+        assert run["iterations"] == 4, (task, arm)             # two stages of 2 iterations count as one run of 4
+        assert 0.0 <= run["after"] <= 1.0
+    chained = runs[("arithmetic", "data_then_lsp", 0)]
+    times = [t for t, _ in chained["curve"]]
+    assert times == sorted(times) and len(times) == 2          # stage 1's final evaluation, then stage 2's
+    # the second stage starts from the first stage's checkpoint, not from the base model
+    first, second = chained["commands"]
+    assert first[first.index("--model") + 1] == "tiny-random"
+    assert second[second.index("--model") + 1] == str(tmp_path / "runs/arithmetic-data_then_lsp-seed0/stage0/checkpoint-2")
+    arms = result["arms"]
+    assert set(arms) == {"arithmetic", "dialogue"} and arms["arithmetic"]["data"]["seeds"] == 2
+    assert result["before"]["dialogue"] == 0.5 and result["budget"] == {"iterations": 4}
+    assert not list((tmp_path / "runs").rglob("checkpoint-*"))  # checkpoints removed once evaluated
