@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -164,8 +165,8 @@ def main() -> None:
     parser.add_argument("--workdir", default=str(ROOT / "runs/compare_algorithms"))
     parser.add_argument("--keep-checkpoints", action="store_true")
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--reuse", default=None, help="an earlier result JSON of this benchmark: keep its starting-model "
-                        "figures and the runs this invocation does not run (recorded under 'reused')")
+    parser.add_argument("--reuse", default=None, help="earlier result JSONs of this benchmark (comma-separated): keep their "
+                        "starting-model figures and the runs this invocation does not run (recorded under 'reused')")
     parser.add_argument("extra", nargs="*", help="more lsp-train flags for every run (after --)")
     args = parser.parse_args()
 
@@ -194,10 +195,15 @@ def main() -> None:
     base = Policy(args.model, bf16=args.bf16)  # the dialogue opponent and judge, and the arithmetic starting point
     before, runs, args.reused = {}, [], None
     if args.reuse:  # greedy evaluation of the same starting model is deterministic: no need to measure it twice
-        old = json.loads(Path(args.reuse).read_text())
-        before = dict(old["before"])
-        runs = [r for r in old["runs"] if (r["task"], r["arm"], r["seed"]) not in planned]
-        args.reused = {"from_date": old["date"], "runs": [f"{r['task']}-{r['arm']}-seed{r['seed']}" for r in runs]}
+        args.reused = {"from": [], "runs": []}
+        for path in args.reuse.split(","):
+            old = json.loads(Path(path).read_text())
+            before.update(old["before"])
+            kept = [r for r in old["runs"] if (r["task"], r["arm"], r["seed"]) not in planned
+                    and (r["task"], r["arm"], r["seed"]) not in {(x["task"], x["arm"], x["seed"]) for x in runs}]
+            runs += kept
+            args.reused["from"].append({"file": path, "date": old["date"], "git": old.get("git")})
+            args.reused["runs"] += [f"{r['task']}-{r['arm']}-seed{r['seed']}" for r in kept]
     if "arithmetic" in tasks and "arithmetic" not in before:
         console.print("evaluating the starting model on the held-out arithmetic problems ...")
         before["arithmetic"] = arithmetic_solve_rates(base, args.eval_problems_per_level)["headline"]
@@ -216,6 +222,7 @@ def write(args, before: dict, runs: list[dict], seconds: float) -> dict:
     result = {
         "benchmark": "compare_algorithms",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "model": args.model, "bf16": args.bf16, "backend": args.backend,
         "budget": {"iterations": args.iterations} if args.iterations else {"minutes_per_arm": args.minutes},
