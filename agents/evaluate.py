@@ -57,11 +57,8 @@ def dialogue_win_rate(policy: Policy, base: Policy, judge=None, max_new_tokens: 
     result = {"n": len(instructions), "identical_answers": sum(a == b for a, b in zip(ours, theirs))}
     if judge is not None:
         return {**result, **_mean_and_error("win_rate", judge(instructions, ours, theirs))}
-    judge = PairwiseJudge(base.reference_pair())
-    as_first, as_second = judge.both_orders(instructions, ours, theirs)
-    outcomes = [((a > 0.5) + (b > 0.5)) / 2 for a, b in zip(as_first, as_second)]
-    return {**result, **_mean_and_error("win_rate", outcomes),
-            **_mean_and_error("preference", [(a + b) / 2 for a, b in zip(as_first, as_second)])}
+    outcomes, preferences = PairwiseJudge(base.reference_pair()).judge_both_orders(instructions, ours, theirs)
+    return {**result, **_mean_and_error("win_rate", outcomes), **_mean_and_error("preference", preferences)}
 
 
 def _mean_and_error(name: str, values: list[float]) -> dict:

@@ -5,7 +5,8 @@
 
 arithmetic: greedy solve rate per level (held-out problems from a fixed seed, never trained on), overall and on the
 headline levels. dialogue: AlpacaEval-style win rate against the base model on the held-out instructions
-(`win_rate`, `standard_error`, `n`), judged by the built-in LLM judge on the base model.
+(`win_rate`, `standard_error`, `n`) and the judge's order-averaged `preference` (`standard_error_preference`),
+judged by the built-in LLM judge on the base model (see `agents.evaluate.dialogue_win_rate`).
 """
 
 from __future__ import annotations

@@ -179,19 +179,20 @@ class PairwiseJudge:
         prompts = [self.prompt_ids(q, a, b) for q, a, b in zip(queries, firsts, seconds, strict=True)]
         return [float(p[0]) for p in next_token_probs(self.model, self.tokenizer, prompts, self.letter_ids, self.batch_size)]
 
-    def both_orders(self, queries, answers, others) -> tuple[list[float], list[float]]:
-        """P(answer preferred) with the answer shown first, and with it shown second."""
+    def judge_both_orders(self, queries, answers, others) -> tuple[list[float], list[float]]:
+        """``(outcomes, preferences)`` from one judging of each pair in both orders: the discrete outcome of
+        ``__call__`` and the probability of :meth:`preference`."""
         as_first = self.prefer_first(queries, answers, others)
-        as_second = [1.0 - p for p in self.prefer_first(queries, others, answers)]
-        return as_first, as_second
+        as_second = [1.0 - p for p in self.prefer_first(queries, others, answers)]  # P(answer preferred), shown second
+        outcomes = [((a > 0.5) + (b > 0.5)) / 2 for a, b in zip(as_first, as_second)]
+        return outcomes, [(a + b) / 2 for a, b in zip(as_first, as_second)]
 
     def __call__(self, queries: Sequence[str], answers: Sequence[str], others: Sequence[str]) -> list[float]:
-        as_first, as_second = self.both_orders(queries, answers, others)
-        return [((a > 0.5) + (b > 0.5)) / 2 for a, b in zip(as_first, as_second)]
+        return self.judge_both_orders(queries, answers, others)[0]
 
     def preference(self, queries: Sequence[str], answers: Sequence[str], others: Sequence[str]) -> list[float]:
         """P(answer preferred over other), averaged over the two orders: in [0, 1], 0.5 for identical answers."""
-        return [(a + b) / 2 for a, b in zip(*self.both_orders(queries, answers, others))]
+        return self.judge_both_orders(queries, answers, others)[1]
 
 
 class RewardModel:

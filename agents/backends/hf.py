@@ -17,9 +17,9 @@ class HFBackend:
     ``generation_dtype`` (e.g. bf16) it keeps a copy of the weights in that dtype for generation instead (1.6x
     faster than fp32 here, ~0.5x the memory of the fp32 master) and copies the trained weights into it in
     :meth:`sync_weights` after every update (~50 ms for 135 M parameters). A peft (LoRA) model samples from
-    itself under ``autocast_dtype`` instead. A prompt repeated in the batch (the G answers to one query) is prefilled
-    once and its cache shared (~0.5 s of 7 s saved at 2 prompts x 4 answers here). A backend maps prompt token ids to completion token ids; the
-    policy owns tokenization and the trained model.
+    itself under ``autocast_dtype`` instead. A prompt repeated in the batch (the G answers to one query) is
+    prefilled once and its cache shared (~0.5 s of 7 s saved at 2 prompts x 4 answers here). A backend maps prompt
+    token ids to completion token ids; the policy owns tokenization and the trained model.
     """
 
     name = "hf"
@@ -68,7 +68,6 @@ class HFBackend:
         finally:
             self.model.train(was_training)
         return completions
-
 
     def _shared_prefill(self, prompts, ids, mask, positions):
         """When prompts repeat (a GRPO group), prefill each distinct one once and give every row its prompt's cache
