@@ -210,8 +210,8 @@ def main() -> None:
     if "dialogue" in tasks:
         before["dialogue"] = 0.5  # the starting model against itself: the same greedy answers, a tie by construction
     started = time.time()
-    for task, arm, seed in planned:
-        console.print(f"[{len(runs) + 1}/{len(planned)}] {task} {arm} seed {seed} "
+    for k, (task, arm, seed) in enumerate(planned):
+        console.print(f"[{k + 1}/{len(planned)}] {task} {arm} seed {seed} "
                       f"({f'{args.iterations} iterations' if args.iterations else f'{args.minutes} min'}) ...")
         runs.append(run_arm(task, arm, seed, args, workdir, base))
         result = write(args, before, runs, time.time() - started)  # partial results survive an interrupted benchmark
