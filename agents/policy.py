@@ -15,6 +15,7 @@ from lsp_env.prompts import render_chat
 from lsp_env.rewards import pad_left
 
 from .backends import make_backend
+from .backends.hf import distinct_prompts
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -118,13 +119,13 @@ class Policy:
         for r, c in enumerate(completions):
             targets[r, :len(c)] = torch.as_tensor(c, dtype=torch.long)
             mask[r, :len(c)] = 1
-        unique: dict[tuple[int, ...], int] = {}
-        owner = torch.as_tensor([unique.setdefault(tuple(p), len(unique)) for p in prompts])
+        first_rows, owner = distinct_prompts(prompts)
         module = self.reference if reference else self.model
         grad = torch.inference_mode() if reference else nullcontext()
         reference_mode = models.reference_mode(module) if reference else nullcontext()
         with grad, reference_mode, self.autocast():
-            logits = self._completion_logits(module, [list(p) for p in unique], owner, targets[:, :-1], mask[:, :-1])
+            logits = self._completion_logits(module, [prompts[r] for r in first_rows], torch.as_tensor(owner),
+                                             targets[:, :-1], mask[:, :-1])
             logits = logits.float()
             logps = logits.gather(-1, targets.to(logits.device).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         return logps.cpu(), mask

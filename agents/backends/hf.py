@@ -72,16 +72,27 @@ class HFBackend:
     def _shared_prefill(self, prompts, ids, mask, positions):
         """When prompts repeat (a GRPO group), prefill each distinct one once and give every row its prompt's cache
         (all but the last token, which ``generate`` runs to get the first logits); ``None`` when nothing repeats."""
-        unique: dict[tuple[int, ...], int] = {}
-        owner = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
-        if len(unique) == len(prompts) or min(len(p) for p in prompts) < 2:
+        first_rows, owner = distinct_prompts(prompts)
+        if len(first_rows) == len(prompts) or min(len(p) for p in prompts) < 2:
             return None
-        first_row = torch.as_tensor([owner.index(k) for k in range(len(unique))])
+        first_row = torch.as_tensor(first_rows)
         device = self.model.device
         cache = self.model(input_ids=ids[first_row, :-1].to(device), attention_mask=mask[first_row, :-1].to(device),
                            position_ids=positions[first_row, :-1].to(device), use_cache=True, logits_to_keep=1).past_key_values
         cache.reorder_cache(torch.as_tensor(owner, device=device))
         return cache
+
+
+def distinct_prompts(prompts: list[list[int]]) -> tuple[list[int], list[int]]:
+    """``(first_rows, owner)``: the first row of each distinct prompt, and each row's distinct-prompt index."""
+    index: dict[tuple[int, ...], int] = {}
+    first_rows, owner = [], []
+    for row, prompt in enumerate(prompts):
+        k = index.setdefault(tuple(prompt), len(index))
+        if k == len(first_rows):
+            first_rows.append(row)
+        owner.append(k)
+    return first_rows, owner
 
 
 def stop_token_ids(generation_config, tokenizer) -> set[int]:
