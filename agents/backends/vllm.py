@@ -7,7 +7,6 @@ restart (0.33 s for 135 M parameters on CPU).
 
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
 from pathlib import Path
@@ -111,17 +110,9 @@ class VLLMBackend:
         return {name.replace(".base_layer.", "."): tensor for name, tensor in weights.items() if ".lora_" not in name}
 
     def _write_model_dir(self, directory: Path) -> None:
-        from safetensors.torch import save_file
+        from lsp_env.models import write_model_dir
 
-        config = copy.deepcopy(self.base.config)
-        config.__dict__.pop("quantization_config", None)  # a GGUF-loaded model's config: the weights are plain now
-        config.save_pretrained(directory)
-        self.base.generation_config.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
-        weights = self.engine_weights()
-        if getattr(config, "tie_word_embeddings", False):
-            weights.pop("lm_head.weight", None)  # shares the embedding's storage, which safetensors refuses
-        save_file({name: tensor.contiguous() for name, tensor in weights.items()}, directory / "model.safetensors")
+        write_model_dir(directory, self.base.config, self.base.generation_config, self.tokenizer, self.engine_weights())
 
     @torch.no_grad()
     def sync_weights(self) -> None:
