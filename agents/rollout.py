@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lsp_env.monitor import hacking_counts, hacking_metrics
+from lsp_env.rewards import LLMJudge
+
 from . import distributed
 
 CHALLENGER, SOLVER = 0, 1
@@ -66,9 +69,8 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
             payoffs[i] = float(info["rewards"]["challenger"][i])
             invalid += 1
         active = ~terminated
-        solver_chats = [info["messages"][i] for i in np.flatnonzero(active)]
-    else:
-        solver_chats = list(info["messages"])
+    solver_chats = [info["messages"][i] for i in np.flatnonzero(active)]
+    round_queries = [info["query"][i] for i in np.flatnonzero(active)]
 
     t = time.perf_counter()
     answers = agent.act([chat for chat in solver_chats for _ in range(num_generations)])
@@ -89,6 +91,13 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
                     payoffs[i] = float(challenger)
     timings["score"] = time.perf_counter() - t
     samples += [(answers[k * num_generations + j], SOLVER, i) for k, i in enumerate(rows) for j in range(num_generations)]
+    judges = [hook for hook in (envs.reward_fn, envs.quality_fn) if isinstance(hook, LLMJudge)]
+    hacking = None
+    if judges:  # the reward-hacking monitor, for runs graded by an LLM judge
+        t = time.perf_counter()
+        hacking = hacking_counts(judges, [q for q in round_queries for _ in range(num_generations)],
+                                 [a.text for a in answers], [c.text for c, role, _ in samples if role == CHALLENGER])
+        timings["monitor"] = time.perf_counter() - t
 
     rewards, seen = [], {}  # the j-th solver sample of round g got solver_rewards[g][j]
     for _, role, g in samples:
@@ -107,6 +116,8 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
         texts=[c.text for c, _, _ in samples],
     )
     batch.metrics = _round_metrics(batch, invalid, num_envs, group_values, timings, time.perf_counter() - start)
+    if hacking is not None:
+        batch.metrics.update(hacking_metrics(distributed.sum_across(hacking)))
     return batch
 
 
