@@ -1,6 +1,11 @@
 """``make demo``: a few self-play rounds on the embedded model, printed with rich, then a short training run.
 
-    python -m agents.demo [--env LSP-v0] [--rounds 2] [--num-generations 2] [--train-iterations 3]
+The rounds are played on arithmetic by default: its reward is checked exactly, so the numbers shown mean what they
+say. On dialogue (``--env LSP-v0``) the reward is the embedded 135M judge's, which tells a good answer from a poor
+one only weakly; a dialogue reward worth training on needs a larger judge or a reward model (``model=`` /
+``reward=``).
+
+    python -m agents.demo [--env LSP-Arith-v0] [--rounds 2] [--num-generations 2] [--train-iterations 3]
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def play_rounds(env_id: str, rounds: int, num_generations: int, max_new_tokens: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="LSP-v0")
+    parser.add_argument("--env", default="LSP-Arith-v0")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--num-generations", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=96)
@@ -51,6 +56,9 @@ def main() -> None:
     console = Console()
     console.rule(f"[bold]{args.env}: self-play rounds on the embedded SmolLM2-135M-Instruct")
     play_rounds(args.env, args.rounds, args.num_generations, args.max_new_tokens, args.seed, console)
+    console.print("[dim]Arithmetic rewards are exact. Dialogue rewards (--env LSP-v0) come from the embedded 135M judge, "
+                  "which barely tells good answers from poor ones: pass a larger judge or a reward model "
+                  "(model= / reward=) for a dialogue reward that means something.[/dim]")
     if args.train_iterations:
         from .train import main as train_main
 
