@@ -13,19 +13,47 @@ nothing. The group is the one source of truth here.
 
 from __future__ import annotations
 
+import datetime
+import functools
+
 import torch
 import torch.distributed as dist
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 
-def setup():
-    """Start the process group when launched by ``accelerate launch`` (gloo on CPU, nccl on GPUs); returns the state."""
+class ProcessGroupError(RuntimeError):
+    """A collective failed: another process of the run died or cannot be reached. Every rank raises it."""
+
+
+def setup(timeout_seconds: float = 1800):
+    """Start the process group when launched by ``accelerate launch`` (gloo on CPU, nccl on GPUs); returns the state.
+
+    ``timeout_seconds`` bounds how long a collective waits for a rank that stopped answering (transformers'
+    ``ddp_timeout``); a rank that dies outright is usually noticed at once (its connections close).
+    """
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
     # PartialState ignores ACCELERATE_USE_CPU (only AcceleratorState reads it): without cpu=True a CPU launch gets a
     # default group but a state that reports DistributedType.NO and 1 process
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"), timeout=datetime.timedelta(seconds=timeout_seconds))
+
+
+def collective(fn):
+    """Turn a failed collective (a peer died, timed out or was unreachable) into a :class:`ProcessGroupError`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as err:
+            if not (dist.is_available() and dist.is_initialized()) or isinstance(err, ProcessGroupError):
+                raise
+            cause = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            raise ProcessGroupError(f"rank {dist.get_rank()}: {fn.__name__} failed, another process of the run died "
+                                    f"or cannot be reached ({cause})") from err
+
+    return wrapper
 
 
 def world_size() -> int:
@@ -46,11 +74,13 @@ def _device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+@collective
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
 
 
+@collective
 def gather_objects(obj) -> list:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (pickled: small things only)."""
     if world_size() == 1:
@@ -74,6 +104,7 @@ def gather_rows(*columns: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], slice
     return gathered, slice(start, start + len(columns[0]))
 
 
+@collective
 def sum_across(tree):
     """The element-wise sum over ranks of a nested dict / list of numbers (metric totals): one collective."""
     if world_size() == 1:
@@ -89,6 +120,7 @@ def any_rank(flag: bool) -> bool:
     return bool(sum_across([float(flag)])[0]) if world_size() > 1 else flag
 
 
+@collective
 def all_reduce_gradients(params: list[torch.Tensor]) -> None:
     """SUM each parameter's gradient over ranks, in place.
 

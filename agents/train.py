@@ -83,6 +83,8 @@ class TrainConfig:
     eval_problems_per_level: int = field(default=40, metadata={"help": "Held-out problems per level for --eval-every."})
     eval_levels: str = field(default="headline", metadata={"help": "Levels evaluated during training: headline or all (the first and last evaluations cover all levels)."})
     eval_at_start: bool = field(default=True, metadata={"help": "Evaluate the starting model (step 0) when --eval-every is set."})
+    ddp_timeout: float = field(default=1800, metadata={"help": "Several processes: seconds a collective waits for a rank that stopped answering before every rank exits (transformers' name); a rank that dies is noticed at once."})
+    report_to: str = field(default="none", metadata={"help": "Also send every metrics.jsonl field to: none, tensorboard, wandb, or several comma-separated (TRL's name); files under --output-dir; W&B is offline unless WANDB_MODE or a W&B login says otherwise."})
 
 
 def load_agent_class(name: str):
@@ -118,6 +120,9 @@ def validate(cfg: TrainConfig, agent_cfg) -> None:
     from .backends import check_backend
 
     check_backend(cfg.backend)  # an unknown name, or vllm without its extra, fails here with the install command
+    from .trackers import check_report_to
+
+    check_report_to(cfg.report_to)  # likewise for a tracker
     KLHook(cfg.beta, cfg.challenger_beta, cfg.solver_beta, cfg.kl_estimator, cfg.kl_placement)  # raises on bad values
 
 
@@ -268,10 +273,19 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
     distributed.barrier()  # every rank has read the output dir before rank 0 writes into it
     record = config_record or asdict(cfg)
     lines: list[dict] = []
+    trackers = None
+    if is_main:
+        from .trackers import Trackers, check_report_to
+
+        trackers = Trackers(check_report_to(cfg.report_to), output_dir, record, resume=cfg.resume)
+
+    def report(line: dict) -> None:  # rank 0: metrics.jsonl, then the trackers
+        _append(metrics_path, line)
+        trackers.log(line)
     evaluating = cfg.eval_every > 0 and "Arith" in cfg.env and is_main  # no collectives inside: the others go on
     if evaluating and step == 0 and cfg.eval_at_start:
         lines.append({"step": 0, "world_size": world_size, **evaluate(agent, cfg, all_levels=True)})
-        _append(metrics_path, lines[-1])
+        report(lines[-1])
     trained_seconds = 0.0
     last_saved = step
     # the env reset seed of round i at iteration `step`: this rank plays rounds rank * n_local ... (rank + 1) * n_local - 1
@@ -298,14 +312,14 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
             metrics["time/trained"] = trained_seconds
             lines.append(metrics)
             if is_main:
-                _append(metrics_path, metrics)
+                report(metrics)
                 display.update(step, metrics, batch)
             if cfg.save_every and step % cfg.save_every == 0:
                 save_checkpoint(output_dir, step, agent, record)
                 last_saved, have_checkpoint = step, True
     if evaluating and step:  # the final evaluation covers every level
         final = {"step": step, "world_size": world_size, "final": True, **evaluate(agent, cfg, all_levels=True)}
-        _append(metrics_path, final)
+        report(final)
         lines.append(final)
     if step != last_saved or not have_checkpoint:
         save_checkpoint(output_dir, step, agent, record)
@@ -313,6 +327,7 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
         from .plots import plot_metrics
 
         plot_metrics(metrics_path, output_dir / "metrics.png")
+        trackers.close()
     return lines
 
 
@@ -340,10 +355,18 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> None:
     cfg, agent_cfg = parse_args(argv)
-    distributed.setup()  # the process group, when started by `accelerate launch`; nothing otherwise
+    distributed.setup(cfg.ddp_timeout)  # the process group, when started by `accelerate launch`; nothing otherwise
     validate(cfg, agent_cfg)
     _, envs, agent = build(cfg, agent_cfg)
-    lines = train(agent, envs, cfg, {"train": asdict(cfg), "agent": asdict(agent_cfg)})
+    try:
+        lines = train(agent, envs, cfg, {"train": asdict(cfg), "agent": asdict(agent_cfg)})
+    except distributed.ProcessGroupError as err:  # raised on every surviving rank: they all stop
+        latest = Path(cfg.output_dir) / "latest"
+        how = (f"the last checkpoint is {latest.parent / latest.read_text().strip()}: relaunch every process with the "
+               f"same command plus --resume" if latest.exists() else
+               "no checkpoint was written yet: relaunch every process into a new --output-dir")
+        raise SystemExit(f"stopped: {err}. The run cannot go on without it; {how} (--save-every k keeps "
+                         f"checkpoints frequent).") from None
     if lines and any(isinstance(v, float) and not math.isfinite(v) for v in lines[-1].values()):
         raise SystemExit("the last iteration has non-finite metrics")
 

@@ -43,13 +43,31 @@ COMPARED = ("loss/challenger", "loss/solver", "advantage/abs_mean", "trained_sam
             "kl/solver", "kl_penalty/challenger", "kl_penalty/solver")
 
 
+ENV = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+LAUNCH = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(WORLD_SIZE), "--mixed_precision", "no",
+          "--dynamo_backend", "no"]
+
+
 def launch(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(WORLD_SIZE), "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", *args]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([*LAUNCH, "--num_machines", "1", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
+
+
+def start_machines(args: list[str], port: int) -> list[subprocess.Popen]:
+    """The README's multi-machine command, on one machine: two launches of one process each, ranks 0 and 1."""
+    return [subprocess.Popen([*LAUNCH, "--num_machines", "2", "--machine_rank", str(k), "--main_process_ip", "127.0.0.1",
+                              "--main_process_port", str(port), *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for k in range(2)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # ---- a fixed global batch: 4 rounds x G = 3, round 3 an invalid query (challenger row only) ----------------------
@@ -122,6 +140,50 @@ def rank_worker(out_dir: str) -> None:
 @pytest.mark.usefixtures("one_torch_thread")
 def test_accelerate_two_ranks_update_equals_one_process(tmp_path):
     launch([str(Path(__file__).resolve()), str(tmp_path)])
+    assert_ranks_equal_one_process(tmp_path)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_accelerate_two_machines_of_one_process_update_equals_one_process(tmp_path):
+    machines = start_machines([str(Path(__file__).resolve()), str(tmp_path)], free_port())
+    outputs = [m.communicate(timeout=300)[0] for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    assert_ranks_equal_one_process(tmp_path)
+
+
+def test_accelerate_two_machines_train_and_a_dying_rank_stops_the_other_with_a_clear_error(tmp_path):
+    import signal
+    import time
+
+    common = ["-m", "agents.train", "--env", "LSP-Arith-Data-v0", "--model", "tiny-random", "--num-queries", "2",
+              "--num-generations", "2", "--max-completion-length", "8", "--seed", "0"]
+    machines = start_machines([*common, "--iterations", "2", "--output-dir", str(tmp_path / "ok")], free_port())
+    outputs = [m.communicate(timeout=300)[0] for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    lines = [json.loads(line) for line in (tmp_path / "ok" / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["step"], line["world_size"]) for line in lines] == [(1, 2), (2, 2)]
+
+    run = tmp_path / "dies"
+    machines = start_machines([*common, "--iterations", "100000", "--save-every", "2", "--ddp-timeout", "60",
+                               "--output-dir", str(run)], free_port())
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "latest").exists() and time.monotonic() < deadline and machines[0].poll() is None:
+            time.sleep(0.5)
+        assert (run / "latest").exists(), "the two-machine run never checkpointed"
+        worker = subprocess.run(["pgrep", "-P", str(machines[1].pid)], capture_output=True, text=True).stdout.split()
+        os.kill(int(worker[0]), signal.SIGKILL)  # rank 1 dies mid-run
+        start = time.monotonic()
+        output = machines[0].communicate(timeout=120)[0]  # the survivor exits, bounded: no hang
+        assert time.monotonic() - start < 120 and machines[0].returncode != 0
+        assert "another process of the run died or cannot be reached" in output and "--resume" in output
+    finally:
+        for m in machines:
+            m.kill()
+            m.communicate()
+
+
+def assert_ranks_equal_one_process(tmp_path):
     whole = rounds_batch(make_rounds())
     for name in CASES:
         single = one_update(name, whole)
