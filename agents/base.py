@@ -120,14 +120,20 @@ class LLMAgent:
                                     top_p=c.top_p, top_k=c.top_k)
 
     # ---- shared steps of update -----------------------------------------------------------------------------
+    def completion_logps(self, batch: Batch, chunk: list[int], reference: bool = False):
+        """``(logps, mask)`` of the samples ``chunk`` at the sampling temperature (:meth:`Policy.completion_logps`)."""
+        return self.policy.completion_logps([batch.prompt_ids[i] for i in chunk], [batch.completion_ids[i] for i in chunk],
+                                            reference=reference, temperature=self.config.temperature)
+
     def sequence_logps(self, batch: Batch, index: list[int], reference: bool = False) -> list[torch.Tensor]:
-        """Per-sample completion log-probs (no gradient), micro-batched."""
+        """Per-sample completion log-probs, micro-batched, without autograd: constants of the loss (the old policy's,
+        the reference's, the reward placement's KL), so building a graph for them would only cost memory and time."""
         out: list[torch.Tensor | None] = [None] * len(batch)
-        for chunk in self.micro_batches(batch, index):
-            logps, _ = self.policy.completion_logps([batch.prompt_ids[i] for i in chunk],
-                                                    [batch.completion_ids[i] for i in chunk], reference=reference)
-            for k, i in enumerate(chunk):
-                out[i] = logps[k, : len(batch.completion_ids[i])].detach()
+        with torch.no_grad():
+            for chunk in self.micro_batches(batch, index):
+                logps, _ = self.completion_logps(batch, chunk, reference=reference)
+                for k, i in enumerate(chunk):
+                    out[i] = logps[k, : len(batch.completion_ids[i])]
         return out
 
     def prepare(self, batch: Batch) -> Prepared:
@@ -209,7 +215,7 @@ class LLMAgent:
         """The tail every agent's loss shares: + β · KL(π || π_ref) per token where KL is in the loss, the loss_type's
         per-sample aggregation, backward, and the loss / KL bookkeeping. ``per_token`` is the agent's own policy term."""
         if prep.ref_logps is not None:
-            kl = self.kl.estimate(logps, pad_rows(prep.ref_logps, chunk))
+            kl = self.kl.estimate(logps, pad_rows(prep.ref_logps, chunk), mask)
             per_token = per_token + prep.betas[chunk, None] * kl
             self.track_kl(kl.detach(), mask, batch.roles[chunk], kl_sums)
         per_sample = (per_token * mask).sum(-1) * prep.weights[chunk]

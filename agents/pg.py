@@ -28,8 +28,7 @@ class PGAgent(LLMAgent):
         totals = {"loss/challenger": 0.0, "loss/solver": 0.0}
         kl_sums = {"challenger": [0.0, 0.0], "solver": [0.0, 0.0]}
         for chunk in self.micro_batches(batch, prep.index):
-            logps, mask = self.policy.completion_logps([batch.prompt_ids[i] for i in chunk],
-                                                       [batch.completion_ids[i] for i in chunk])
+            logps, mask = self.completion_logps(batch, chunk)
             per_token = -prep.advantages[chunk, None] * logps                         # REINFORCE
             self.backward_micro_batch(per_token, logps, mask, chunk, batch, prep, totals, kl_sums)  # + β · KL
         totals, kl_sums = distributed.sum_across((totals, kl_sums))  # the global batch's (no-op in one process)

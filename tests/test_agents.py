@@ -93,12 +93,14 @@ class FixedLogpsPolicy:
         self.model.p = self.param
         self.backend = type("B", (), {"sync_weights": lambda self: None})()
 
-    def completion_logps(self, prompts, completions, reference=False):
+    def completion_logps(self, prompts, completions, reference=False, temperature=1.0):
         rows = [p[0] for p in prompts]  # the prompt ids here are [row index]
         width = max(len(c) for c in completions)
         source = self.ref if reference else self.param
         mask = torch.tensor([[1.0] * len(c) + [0.0] * (width - len(c)) for c in completions])
-        return source[rows, :width] * mask, mask
+        return torch.where(mask.bool(), source[rows, :width], self.padding), mask
+
+    padding = 0.0  # the log-prob the stand-in reports at padded positions
 
 
 def test_grpo_update_loss_and_gradient_by_hand():
@@ -124,6 +126,24 @@ def test_grpo_update_loss_and_gradient_by_hand():
     agent2.update(batch)
     step = (logps - agent2.policy.param.detach()).flatten().tolist()  # SGD: param -= lr * grad
     assert step == pytest.approx(expected_grad, abs=1e-6)
+
+
+def test_k3_in_the_loss_stays_finite_with_nan_prone_padding():
+    """Padded positions hold arbitrary log-probs (here -1000 against the reference's 0 padding: k3's exp(1000) =
+    inf); they must not turn the loss or the gradient into NaN (the estimators on their own: test_kl_and_hooks)."""
+    logps = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.5]]))
+    ref = torch.log(torch.tensor([[0.25, 0.25], [0.25, 0.25]]))
+    policy = FixedLogpsPolicy(logps, ref)
+    policy.padding = -1000.0
+    from agents.rollout import Batch
+
+    batch = Batch([[0], [1]], [[7, 7], [8]], torch.tensor([1, 1]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), ["a", "b"])
+    agent = PGAgent(policy, KLHook(beta=0.5), PGConfig(scale_rewards="none", max_grad_norm=0))
+    grads = []
+    agent.optimizer_step = lambda: grads.append(policy.param.grad.clone()) or 0.0
+    metrics = agent.update(batch)
+    assert math.isfinite(metrics["loss/solver"]) and math.isfinite(metrics["kl/solver"])
+    assert torch.isfinite(grads[0]).all() and grads[0][1, 1] == 0  # no gradient reaches the padded position
 
 
 def test_zero_advantage_samples_are_skipped_without_changing_the_update():
@@ -163,6 +183,76 @@ def test_update_changes_the_policy_and_reports_metrics(tiny_envs, agent_class, c
     # the frozen reference did not move
     ref = policy.reference
     assert all(torch.equal(b, p) for b, p in zip(before, ref.parameters()))
+
+
+def plain_logps(model, prompt, completion, temperature=1.0):
+    """Log-probs of ``completion`` after ``prompt`` from one plain, unpadded forward pass at ``temperature``."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + completion])).logits[0, len(prompt) - 1:-1]
+    return torch.log_softmax(logits.float() / temperature, -1).gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+
+
+def test_completion_logps_at_a_temperature_are_those_of_the_sampler():
+    policy = Policy("tiny-random")
+    prompt, completion = [5, 17, 42, 9], [33, 7, 120]
+    logps, _ = policy.completion_logps([prompt], [completion], temperature=0.5)
+    torch.testing.assert_close(logps[0].detach(), plain_logps(policy.model, prompt, completion, 0.5), atol=1e-5, rtol=1e-5)
+    reference, _ = policy.completion_logps([prompt], [completion], reference=True, temperature=0.5)
+    torch.testing.assert_close(reference[0], plain_logps(policy.reference, prompt, completion, 0.5), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(logps[0].detach(), plain_logps(policy.model, prompt, completion, 1.0), atol=1e-3)
+
+
+def test_grpo_at_a_temperature_uses_it_for_old_new_and_reference_logps_and_starts_at_ratio_one(monkeypatch):
+    """num_iterations = 2 at T = 0.5: the old log-probs, the first pass's log-probs and the reference's are all at
+    T, so the first pass's ratio is exactly 1 (no token clipped, even with a tiny epsilon)."""
+    import agents.grpo
+    from agents.rollout import Batch
+
+    torch.manual_seed(0)
+    policy = Policy("tiny-random")
+    prompts, completions = [[5, 17, 42], [5, 17, 42], [9, 8]], [[33, 7, 120], [4, 4], [61]]
+    batch = Batch(prompts, completions, torch.tensor([1, 1, 1]), torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0, 0, 1]),
+                  ["a", "b", "c"])
+    config = GRPOConfig(temperature=0.5, num_iterations=2, epsilon=1e-6, learning_rate=1e-2, scale_rewards="none")
+    agent = GRPOAgent(policy, KLHook(beta=0.1), config)
+    expected = {i: plain_logps(policy.model, prompts[i], completions[i], 0.5) for i in range(len(batch))}
+    seen = []  # (new logps, old logps, mask) of every micro-batch
+    surrogate = agents.grpo.clipped_surrogate
+    monkeypatch.setattr(agents.grpo, "clipped_surrogate", lambda new, old, *a: seen.append((new.detach(), old)) or surrogate(new, old, *a))
+    sequence_logps = agent.sequence_logps
+    recorded = {}
+    monkeypatch.setattr(agent, "sequence_logps", lambda b, index, reference=False: recorded.setdefault(reference, sequence_logps(b, index, reference)))
+    agent.update(batch)
+    for reference in (False, True):  # the old policy's and the reference's (equal weights before the first step)
+        for i, logps in enumerate(recorded[reference]):
+            torch.testing.assert_close(logps, expected[i], atol=1e-5, rtol=1e-5)
+    chunks = agent.micro_batches(batch, [0, 1, 2])
+    for chunk, (new, old) in zip(chunks, seen[: len(chunks)]):  # the first pass
+        for k, i in enumerate(chunk):
+            n = len(completions[i])
+            torch.testing.assert_close(new[k, :n], expected[i], atol=1e-5, rtol=1e-5)
+            assert torch.equal(torch.exp(new[k, :n] - old[k, :n]), torch.ones(n))  # ratio exactly 1: nothing clipped
+
+
+def test_old_and_reference_logps_are_computed_without_autograd(monkeypatch):
+    from agents.rollout import Batch
+
+    policy = Policy("tiny-random")
+    agent = GRPOAgent(policy, KLHook(beta=0.1), GRPOConfig(num_iterations=2))
+    batch = Batch([[5, 17], [5, 17]], [[33, 7], [4]], torch.tensor([1, 1]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), ["a", "b"])
+    built_graphs = []  # whether each forward pass recorded an autograd graph
+    completion_logps = policy.completion_logps
+
+    def recording(*args, **kwargs):
+        logps, mask = completion_logps(*args, **kwargs)
+        built_graphs.append(logps.requires_grad)
+        return logps, mask
+
+    monkeypatch.setattr(policy, "completion_logps", recording)
+    for reference in (False, True):
+        logps = agent.sequence_logps(batch, [0, 1], reference=reference)
+        assert all(lp.grad_fn is None and not lp.requires_grad for lp in logps)
+    assert built_graphs == [False, False]
 
 
 def test_lora_reference_is_the_same_model_with_adapters_disabled():
