@@ -71,6 +71,14 @@ def test_aggregation_weights_follow_trl_meanings():
     assert weighted.tolist() == pytest.approx([2 / 4, 2 / 8, 0.5 / 5])
 
 
+def test_sequence_loss_type_is_the_papers_sequence_log_probability():
+    roles = torch.tensor([1, 1, 0])
+    lengths = torch.tensor([2.0, 4.0, 5.0])
+    # the paper: -mean over a role's sequences of A * log pi(o), log pi(o) = sum of the tokens' log-probs
+    assert aggregation_weights(roles, lengths, "sequence", 8).tolist() == pytest.approx([1 / 2, 1 / 2, 1.0])
+    assert aggregation_weights(roles, lengths, "sequence", 8, challenger_weight=0.5).tolist() == pytest.approx([1 / 2, 1 / 2, 0.5])
+
+
 def test_clipped_surrogate_by_hand():
     old = torch.log(torch.tensor([[0.5, 0.5, 0.5]]))
     new = torch.log(torch.tensor([[0.5, 0.75, 0.25]]))  # ratios 1, 1.5, 0.5
@@ -381,11 +389,81 @@ def test_resume_without_a_checkpoint_and_rerun_into_a_used_dir_fail_clearly(tmp_
     (["--agent", "ppo"], "use one of"),
     (["--model", "/no/such/dir"], "no such directory"),
     (["--loss-type", "mean"], "loss_type"),
+    (["--recipe", "fast"], "use one of"),
 ])
 def test_invalid_settings_fail_before_any_work(argv, error):
     with pytest.raises((ValueError, FileNotFoundError), match=error):
         train_main(["--model", "tiny-random", "--output-dir", "/nonexistent/never-created", *argv])
     assert not Path("/nonexistent/never-created").exists()
+
+
+# ---- recipes -------------------------------------------------------------------------------------------------
+def test_recipe_paper_resolves_to_the_documented_values():
+    from agents.recipes import RECIPES
+    from agents.train import parse_args
+
+    cfg, agent_cfg = parse_args(["--recipe", "paper"])
+    assert isinstance(agent_cfg, PGConfig) and cfg.recipe == "paper"
+    resolved = {**vars(cfg), **vars(agent_cfg)}
+    assert {k: resolved[k] for k in RECIPES["paper"]} == RECIPES["paper"]
+    assert agent_cfg.scale_rewards == "none" and agent_cfg.loss_type == "sequence" and cfg.beta > 0
+    assert cfg.kl_placement == "loss" and cfg.payoff == "zero_sum" and agent_cfg.challenger_weight == 1.0
+    assert cfg.challenger_beta is None and cfg.solver_beta is None  # beta for both roles
+
+
+def test_recipe_is_overridden_by_explicit_flags():
+    from agents.train import parse_args
+
+    cfg, agent_cfg = parse_args(["--scale-rewards", "group", "--recipe", "paper", "--beta", "0.1", "--agent", "grpo"])
+    assert isinstance(agent_cfg, GRPOConfig)
+    assert (agent_cfg.scale_rewards, cfg.beta) == ("group", 0.1)
+    assert agent_cfg.loss_type == "sequence" and cfg.payoff == "zero_sum"  # the rest of the recipe still holds
+
+
+@pytest.mark.parametrize("bf16", ["true", "false"])
+def test_recipe_tuned_is_exactly_the_flags_the_arithmetic_head_to_head_spelt_out(bf16):
+    from agents.train import parse_args
+
+    spelt_out = ["--agent", "grpo", "--num-queries", "4", "--num-generations", "8", "--max-completion-length", "32",
+                 "--learning-rate", "1e-5", "--beta", "0", "--scale-rewards", "group", "--loss-type", "grpo",
+                 "--payoff", "rzero", "--example-levels", "add_1d,add_2d_1d,mul_1d", "--bf16", bf16]
+    cfg, agent_cfg = parse_args(spelt_out)
+    tuned_cfg, tuned_agent_cfg = parse_args(["--recipe", "tuned", "--bf16", bf16])
+    assert {**vars(tuned_cfg), "recipe": None} == vars(cfg) and tuned_agent_cfg == agent_cfg
+    from lsp_env.models import bf16_supported
+
+    assert parse_args(["--recipe", "tuned"])[0].bf16 == bf16_supported()
+
+
+def test_recipe_help_lists_what_each_recipe_sets(capsys):
+    from agents.recipes import RECIPES
+    from agents.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines (also at hyphens)
+    for name, values in RECIPES.items():
+        assert f"{name}:" in text
+        assert all(f"{k}={v}".replace(" ", "") in text for k, v in values.items())
+
+
+def test_recipe_and_resolved_values_are_recorded_in_config_json(tmp_path, capsys):
+    common = ["--env", "LSP-Arith-v0", "--model", "tiny-random", "--num-queries", "2", "--num-generations", "2",
+              "--max-completion-length", "8", "--seed", "0", "--recipe", "paper"]
+    train_main([*common, "--iterations", "1", "--output-dir", str(tmp_path / "paper")])
+    config = json.loads((tmp_path / "paper/config.json").read_text())
+    assert config["recipe"] == "paper" and config["train"]["agent"] == "pg"
+    assert config["agent"]["scale_rewards"] == "none" and config["agent"]["loss_type"] == "sequence"
+    assert isinstance(config["train"]["beta"], float) and config["train"]["beta"] > 0
+    train_main([*common, "--scale-rewards", "group", "--iterations", "1", "--output-dir", str(tmp_path / "group")])
+    assert json.loads((tmp_path / "group/config.json").read_text())["agent"]["scale_rewards"] == "group"
+    # --resume: the same settings leave config.json as it is; other settings go beside it, the first run's are kept
+    train_main([*common, "--iterations", "1", "--output-dir", str(tmp_path / "paper"), "--resume"])
+    assert sorted(p.name for p in (tmp_path / "paper").glob("config*.json")) == ["config.json"]
+    train_main([*common, "--iterations", "2", "--output-dir", str(tmp_path / "paper"), "--resume"])
+    assert json.loads((tmp_path / "paper/config.json").read_text()) == config
+    assert json.loads((tmp_path / "paper/config-resume-1.json").read_text())["train"]["iterations"] == 2
+    assert "settings differ" in capsys.readouterr().err
 
 
 def test_follow_up_stage_starts_from_a_checkpoint(tmp_path):
