@@ -355,3 +355,24 @@ def test_dialogue_win_rate_against_itself_is_a_half(tiny_pair):
     assert result["win_rate"] == 0.5 and result["standard_error"] == 0.0 and result["n"] == 6
     assert result["identical_answers"] == 6
     assert result["preference"] == pytest.approx(0.5, abs=1e-6) and result["standard_error_preference"] < 1e-6
+
+
+def test_dialogue_win_rate_asks_in_the_solver_voice_of_training():
+    """The held-out instructions reach both models as the env's solver turn (system prompt + user turn)."""
+    from agents.evaluate import dialogue_win_rate
+    from agents.policy import Completion
+    from lsp_env.tasks import DialogueTask, read_lines
+
+    class Recording:
+        def __init__(self):
+            self.chats = []
+
+        def generate(self, chats, **kwargs):
+            self.chats += chats
+            return [Completion("an answer", [], []) for _ in chats]
+
+    policy, base = Recording(), Recording()
+    result = dialogue_win_rate(policy, base, judge=lambda qs, ours, theirs: [0.5] * len(qs), limit=3)
+    expected = [DialogueTask().solver_messages(q) for q in read_lines("dialogue_eval.txt")[:3]]
+    assert policy.chats == base.chats == expected and expected[0][0]["role"] == "system"
+    assert result["n"] == 3 and result["win_rate"] == 0.5
