@@ -28,9 +28,9 @@ roles and lengths are gathered before advantages and loss weights (challenger me
 clip and the step: on the same global batch, the update equals one process's up to float summation order. What
 differs: each rank samples with its own RNG (``--seed`` + rank, so ranks do not repeat each other's answers), so
 sampled texts differ from a one-process run; ``--loss-type bnpo`` divides by this process's tokens, averaged over
-processes (per process, as TRL; see ``--loss-type``); the repetition penalty compares the queries of one rank. Rank 0 alone writes
-``metrics.jsonl`` (global rewards / token counts / losses, ``world_size`` on every line), checkpoints (with every
-rank's RNG state), plots and the console view, and runs ``--eval-every``.
+processes (per process, as TRL; see ``--loss-type``); the repetition penalty compares the queries of one rank.
+Rank 0 alone writes ``config.json``, ``metrics.jsonl`` (global rewards / token counts / losses, ``world_size`` on
+every line), checkpoints (with every rank's RNG state), plots and the console view, and runs ``--eval-every``.
 """
 
 from __future__ import annotations
