@@ -21,7 +21,7 @@ from .advantages import ADVANTAGES, SCALE_REWARDS, RoleBaseline, compute_advanta
 from .policy import Completion, Policy
 from .rollout import Batch
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "sequence")
 
 
 class Agent(Protocol):
@@ -38,10 +38,10 @@ class AgentConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the gradient's global norm to this (0 = off)."})
     max_completion_length: int = field(default=64, metadata={"help": "Max new tokens per completion, both roles."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; the policy's, old and reference log-probs are those of softmax(logits / temperature), the sampled distribution (TRL's convention). Greedy evaluation ignores it."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
-    loss_type: str = field(default="grpo", metadata={"help": "Token aggregation, TRL's meaning: grpo (mean per sequence, then over sequences), bnpo (sum / tokens of this process), dr_grpo (sum / (sequences x max_completion_length)), dapo (sum / tokens of the global batch). Applied per role."})
+    loss_type: str = field(default="grpo", metadata={"help": "Token aggregation, per role: grpo (mean per sequence, then over sequences), bnpo (sum / the role's tokens on this process in the iteration, then mean over processes), dr_grpo (sum / (sequences x max_completion_length)), dapo (sum / the role's tokens of the global batch), sequence (the paper: sum over each sequence's tokens, i.e. its log-probability, then mean over sequences). TRL's meanings, except bnpo: TRL divides each backpropagated batch by its own tokens, so its bnpo changes with the batch size; here it is exact whatever micro_batch_size, and equal to TRL's when one micro-batch holds the process's whole batch."})
     scale_rewards: str = field(default="group", metadata={"help": "Divide advantages by the std of the group, the batch, or none (Dr. GRPO)."})
     advantage: str = field(default="group", metadata={"help": "group: R - V(q) for solvers, payoff - mean payoff for the challenger (the paper). rae: SPIRAL's per-role EMA baseline."})
     rae_decay: float = field(default=0.95, metadata={"help": "EMA decay of the rae baseline."})
@@ -75,8 +75,16 @@ def aggregation_weights(roles: torch.Tensor, lengths: torch.Tensor, loss_type: s
     """Per-sample weight w_b such that a role's loss is sum_b w_b * sum_t loss_bt (TRL's aggregations, per role).
 
     grpo: 1 / (n_role * |o_b|) (mean over tokens, then over sequences); bnpo and dapo: 1 / (tokens of the role;
-    dapo counts the global batch across processes, bnpo this process's); dr_grpo: 1 / (n_role * max_completion_length).
+    dapo counts the global batch across processes, bnpo this process's); dr_grpo: 1 / (n_role * max_completion_length);
+    sequence: 1 / n_role (the paper's −mean_b A_b · log π(o_b), log π(o_b) = sum_t log π(o_bt)).
     Linear in the samples, so micro-batching the backward pass leaves the loss exact.
+
+    bnpo differs from TRL's on purpose. TRL computes the loss of each batch it backpropagates
+    (``per_device_train_batch_size`` rows) as sum / that batch's own tokens, then averages those losses over the
+    gradient-accumulation steps (and DDP over processes): its normaliser depends on how the rows are cut into
+    batches. Here the normaliser is all the role's tokens on this process in the iteration, whatever
+    ``micro_batch_size`` (memory, not maths), then mean over processes (:meth:`LLMAgent.prepare`). The two agree
+    when one micro-batch holds the process's whole batch (and, TRL having no roles, when the batch holds one role).
     """
     weights = torch.zeros(len(roles))
     for role, role_weight in ((0, challenger_weight), (1, solver_weight)):
@@ -90,6 +98,8 @@ def aggregation_weights(roles: torch.Tensor, lengths: torch.Tensor, loss_type: s
             norm = lengths[pick].sum().expand(n)
         elif loss_type == "dr_grpo":
             norm = torch.full((n,), float(n * max_completion_length))
+        elif loss_type == "sequence":
+            norm = torch.full((n,), float(n))
         else:
             raise ValueError(f"loss_type={loss_type!r}: use one of {LOSS_TYPES}")
         weights[pick] = role_weight / norm
@@ -120,14 +130,20 @@ class LLMAgent:
                                     top_p=c.top_p, top_k=c.top_k)
 
     # ---- shared steps of update -----------------------------------------------------------------------------
+    def completion_logps(self, batch: Batch, chunk: list[int], reference: bool = False):
+        """``(logps, mask)`` of the samples ``chunk`` at the sampling temperature (:meth:`Policy.completion_logps`)."""
+        return self.policy.completion_logps([batch.prompt_ids[i] for i in chunk], [batch.completion_ids[i] for i in chunk],
+                                            reference=reference, temperature=self.config.temperature)
+
     def sequence_logps(self, batch: Batch, index: list[int], reference: bool = False) -> list[torch.Tensor]:
-        """Per-sample completion log-probs (no gradient), micro-batched."""
+        """Per-sample completion log-probs, micro-batched, without autograd: constants of the loss (the old policy's,
+        the reference's, the reward placement's KL), so building a graph for them would only cost memory and time."""
         out: list[torch.Tensor | None] = [None] * len(batch)
-        for chunk in self.micro_batches(batch, index):
-            logps, _ = self.policy.completion_logps([batch.prompt_ids[i] for i in chunk],
-                                                    [batch.completion_ids[i] for i in chunk], reference=reference)
-            for k, i in enumerate(chunk):
-                out[i] = logps[k, : len(batch.completion_ids[i])].detach()
+        with torch.no_grad():
+            for chunk in self.micro_batches(batch, index):
+                logps, _ = self.completion_logps(batch, chunk, reference=reference)
+                for k, i in enumerate(chunk):
+                    out[i] = logps[k, : len(batch.completion_ids[i])]
         return out
 
     def prepare(self, batch: Batch) -> Prepared:
@@ -162,7 +178,7 @@ class LLMAgent:
                     metrics[f"kl_penalty/{name}"] = float(kl_per_sequence[roles == role].mean())
         advantages = compute_advantages(rewards, roles, groups, c.scale_rewards, self.baseline)
         betas = torch.tensor([kl.coef("challenger"), kl.coef("solver")])[roles] if kl.placement == "loss" else torch.zeros(len(roles))
-        if c.loss_type == "bnpo" and distributed.world_size() > 1:  # TRL's bnpo: this process's tokens, mean over processes
+        if c.loss_type == "bnpo" and distributed.world_size() > 1:  # bnpo: this process's tokens, mean over processes
             weights = aggregation_weights(batch.roles, lengths, c.loss_type, c.max_completion_length,
                                           c.challenger_weight, c.solver_weight) / distributed.world_size()
         else:
@@ -209,7 +225,7 @@ class LLMAgent:
         """The tail every agent's loss shares: + β · KL(π || π_ref) per token where KL is in the loss, the loss_type's
         per-sample aggregation, backward, and the loss / KL bookkeeping. ``per_token`` is the agent's own policy term."""
         if prep.ref_logps is not None:
-            kl = self.kl.estimate(logps, pad_rows(prep.ref_logps, chunk))
+            kl = self.kl.estimate(logps, pad_rows(prep.ref_logps, chunk), mask)
             per_token = per_token + prep.betas[chunk, None] * kl
             self.track_kl(kl.detach(), mask, batch.roles[chunk], kl_sums)
         per_sample = (per_token * mask).sum(-1) * prep.weights[chunk]

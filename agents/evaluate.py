@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from lsp_env.rewards import PairwiseJudge
-from lsp_env.tasks import ArithmeticTask, read_lines
+from lsp_env.tasks import ArithmeticTask, DialogueTask, read_lines
 from lsp_env.tasks import arithmetic
 
 from .policy import Policy
@@ -49,9 +49,12 @@ def dialogue_win_rate(policy: Policy, base: Policy, judge=None, max_new_tokens: 
     judge's probability of preferring ours over both orders (AlpacaEval 2's weighted win rate), which still
     measures something when a position-biased judge splits every decision. Each comes with its standard error.
     A custom ``judge(queries, answers, others) -> list[float]`` gives the win rate alone.
+
+    Both models answer in the voice the policy was trained in: the dialogue task's solver messages (its system
+    prompt, then the instruction as the user turn), exactly what the env gives the solver.
     """
     instructions = read_lines("dialogue_eval.txt")[:limit]
-    chats = [[{"role": "user", "content": q}] for q in instructions]
+    chats = [DialogueTask().solver_messages(q) for q in instructions]
     ours = [c.text for c in policy.generate(chats, max_new_tokens=max_new_tokens, do_sample=False)]
     theirs = [c.text for c in base.generate(chats, max_new_tokens=max_new_tokens, do_sample=False)]
     result = {"n": len(instructions), "identical_answers": sum(a == b for a, b in zip(ours, theirs))}

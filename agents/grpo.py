@@ -6,6 +6,7 @@ Per token t of a completion o with advantage A (solver: group-relative; challeng
 aggregated per role by ``loss_type`` (grpo / bnpo / dr_grpo / dapo, TRL's meanings), then
     L = solver_weight · L_sol + α · L_ch.
 With ``num_iterations = 1`` π_old is π detached (ratio 1, gradient A · ∇log π): no extra forward pass.
+π, π_old and π_ref are the distributions sampled from, softmax(logits / ``temperature``) (TRL's convention).
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ class GRPOAgent(LLMAgent):
             kl_sums = {"challenger": [0.0, 0.0], "solver": [0.0, 0.0]}
             clipped_tokens = all_tokens = 0.0
             for chunk in self.micro_batches(batch, prep.index):
-                logps, mask = self.policy.completion_logps([batch.prompt_ids[i] for i in chunk],
-                                                           [batch.completion_ids[i] for i in chunk])
+                logps, mask = self.completion_logps(batch, chunk)
                 A = prep.advantages[chunk, None]
                 old = pad_rows(old_logps, chunk) if old_logps else logps.detach()
                 per_token, was_clipped = clipped_surrogate(logps, old, A, eps_low, eps_high)

@@ -103,8 +103,15 @@ class Policy:
     def autocast(self):
         return torch.autocast(self.model.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext()
 
-    def completion_logps(self, prompts: list[list[int]], completions: list[list[int]], reference: bool = False):
+    def completion_logps(self, prompts: list[list[int]], completions: list[list[int]], reference: bool = False,
+                         temperature: float = 1.0):
         """Per-token log-probs of the completions: ``(logps, mask)``, both ``(B, max completion length)``.
+
+        They are those of ``softmax(logits / temperature)``, the distribution the backends sample from at that
+        temperature (TRL's convention): pass the sampling temperature, so that the policy's, the old policy's and the
+        reference's log-probs all belong to the distribution the completions were drawn from. With ``reference`` it is
+        the reference model at the sampling temperature, so KL(π || π_ref) compares the two sampled distributions.
+        (``top_p`` / ``top_k`` truncation is left out, as in TRL.)
 
         Rows that share a prompt (a GRPO group; the dialogue challenger's N queries, one fixed prompt) run that prompt
         through the model once: its keys and values are gathered to every row of the group, and the completions run
@@ -126,7 +133,7 @@ class Policy:
         with grad, reference_mode, self.autocast():
             logits = self._completion_logits(module, [prompts[r] for r in first_rows], torch.as_tensor(owner),
                                              targets[:, :-1], mask[:, :-1])
-            logits = logits.float()
+            logits = logits.float() / temperature
             logps = logits.gather(-1, targets.to(logits.device).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
         return logps.cpu(), mask
 

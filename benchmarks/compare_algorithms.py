@@ -48,11 +48,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from learning_curve import RECIPE, SELF_PLAY, lsp_train, read_run  # noqa: E402
+from learning_curve import RECIPE, lsp_train, read_run  # noqa: E402
 
 # An arm is a list of stages, each a list of lsp-train flags (after the task's recipe, so they win over it).
 ARITH_DATA = ["--env", "LSP-Arith-Data-v0"]
-ARITH_ZERO = ["--env", "LSP-Arith-v0", *SELF_PLAY]
+ARITH_ZERO = ["--env", "LSP-Arith-v0"]
 DIALOGUE_DATA = ["--env", "LSP-Data-v0"]
 DIALOGUE_ZERO = ["--env", "LSP-Zero-v0"]
 PG = ["--agent", "pg", "--scale-rewards", "none"]
@@ -71,8 +71,9 @@ TASKS = {
         },
     },
     "dialogue": {
-        # the arithmetic recipe with room for an answer; the reward is the env's LLM judge on the reference
-        "recipe": [*RECIPE, "--num-generations", "4", "--max-completion-length", "64"],
+        # the arithmetic recipe with room for an answer and the paper's zero-sum payoff (example_levels does not
+        # apply to dialogue); the reward is the env's LLM judge on the reference
+        "recipe": [*RECIPE, "--num-generations", "4", "--max-completion-length", "64", "--payoff", "zero_sum"],
         "arms": {
             "data": [DIALOGUE_DATA],
             "lsp_zero": [DIALOGUE_ZERO],
@@ -99,8 +100,7 @@ def run_arm(task: str, arm: str, seed: int, args, workdir: Path, base) -> dict:
         if task == "arithmetic":
             flags += ["--eval-every", str(args.eval_every), "--eval-at-start", "false",
                       "--eval-problems-per-level", str(args.eval_problems_per_level)]
-        if args.bf16:
-            flags.append("--bf16")
+        flags += ["--bf16", "true" if args.bf16 else "false"]
         out = workdir / f"{task}-{arm}-seed{seed}" / f"stage{k}"
         commands.append(["lsp-train", *flags, "--output-dir", str(out)])
         lines = lsp_train(flags, out, args.quiet)

@@ -3,7 +3,7 @@
 Arms, each trained from the embedded model for the same wall-clock budget with ``lsp-train`` (one subprocess per
 arm and seed, one at a time so each has the whole machine):
   data      GRPO on `LSP-Arith-Data-v0` (problems from the seeded generator, held-out set excluded)
-  lsp_zero  GRPO self-play on `LSP-Arith-v0`, no data (R-Zero's payoff, headline-level few-shot examples: SELF_PLAY)
+  lsp_zero  GRPO self-play on `LSP-Arith-v0`, no data (R-Zero's payoff, headline-level few-shot examples)
   lsp       the same with the self-quality reward (`--quality`)
   python benchmarks/learning_curve.py -- --payoff zero_sum   # the paper's zero-sum payoff instead (flags after --
                                                                # go to every arm; the last one given wins)
@@ -33,20 +33,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# The self-play recipe (tuned by the pilots in the README): R-Zero's payoff, which pays the challenger most for
-# problems its solver solves half the time (the zero-sum payoff drove the generated problems' solve rate to ~0.03 and
-# left the solver little to learn from), and few-shot examples from the headline levels (the difficulty the
-# challenger's prompt shows; the data baseline draws its problems from the same levels). Neither flag changes the
-# data baseline, which has no challenger.
-SELF_PLAY = ["--payoff", "rzero", "--example-levels", "add_1d,add_2d_1d,mul_1d"]
+from agents.recipes import RECIPES  # noqa: E402
+
 ARMS = {
     "data": ["--env", "LSP-Arith-Data-v0"],
-    "lsp_zero": ["--env", "LSP-Arith-v0", *SELF_PLAY],
-    "lsp": ["--env", "LSP-Arith-v0", "--quality", *SELF_PLAY],
+    "lsp_zero": ["--env", "LSP-Arith-v0"],
+    "lsp": ["--env", "LSP-Arith-v0", "--quality"],
 }
-# The recipe shared by every arm (only the env differs), chosen by the pilot runs described in the README.
-RECIPE = ["--agent", "grpo", "--num-queries", "4", "--num-generations", "8", "--max-completion-length", "32",
-          "--learning-rate", "1e-5", "--beta", "0", "--scale-rewards", "group", "--loss-type", "grpo"]
+# The recipe shared by every arm (only the env differs), chosen by the pilot runs described in the README:
+# `lsp-train --recipe tuned` (agents/recipes.py lists its values). Its self-play part is R-Zero's payoff, which pays
+# the challenger most for problems its solver solves half the time (the zero-sum payoff drove the generated problems'
+# solve rate to ~0.03 and left the solver little to learn from), and few-shot examples from the headline levels (the
+# difficulty the challenger's prompt shows; the data baseline draws its problems from the same levels); neither
+# changes the data baseline, which has no challenger. bf16 is passed explicitly (--bf16 / --no-bf16 here).
+RECIPE = ["--recipe", "tuned"]
 
 
 def lsp_train(flags: list[str], out: Path, quiet: bool = False) -> list[dict]:
@@ -85,8 +85,7 @@ def read_run(lines: list[dict]) -> dict:
 def run_arm(arm: str, seed: int, args, workdir: Path) -> dict:
     flags = [*ARMS[arm], *RECIPE, *args.extra, "--model", args.model, "--seed", str(seed), "--iterations", "100000",
              "--max-minutes", str(args.minutes), "--eval-every", str(args.eval_every), "--eval-at-start", "false"]
-    if args.bf16:
-        flags.append("--bf16")
+    flags += ["--bf16", "true" if args.bf16 else "false"]
     start = time.time()
     lines = lsp_train(flags, workdir / f"{arm}-seed{seed}", args.quiet)
     return {"arm": arm, "seed": seed, "wall_seconds": time.time() - start, **read_run(lines)}
@@ -174,6 +173,7 @@ def _write(args, before: dict, runs: list[dict]) -> dict:
         "runs": runs,
         "budget_minutes_per_arm": args.minutes,
         "recipe": RECIPE + list(args.extra),
+        "recipe_values": RECIPES["tuned"],
         "arm_flags": ARMS,
         "reused": args.reused,
         "bf16": args.bf16,

@@ -31,8 +31,7 @@ class ValueBaselineAgent(LLMAgent):
         advantages = batch.rewards - baseline.detach()                        # A = r − V̂(role, prompt)
         loss_total = 0.0
         for chunk in self.micro_batches(batch, list(range(len(batch)))):
-            logps, mask = self.policy.completion_logps([batch.prompt_ids[i] for i in chunk],
-                                                       [batch.completion_ids[i] for i in chunk])
+            logps, mask = self.completion_logps(batch, chunk)                  # at the sampling temperature
             loss = -(advantages[chunk] * (logps * mask).sum(-1) / mask.sum(-1)).sum() / len(batch)
             loss.backward()
             loss_total += float(loss)

@@ -23,9 +23,18 @@ PLACEMENTS = ("loss", "reward")
 ROLES = ("challenger", "solver")
 
 
-def kl_estimate(logps: torch.Tensor, ref_logps: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
-    """Per-token KL estimate from the policy's and the reference's log-probs of the sampled tokens."""
+def kl_estimate(logps: torch.Tensor, ref_logps: torch.Tensor, estimator: str = "k3",
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token KL estimate from the policy's and the reference's log-probs of the sampled tokens.
+
+    ``mask`` (1 = a completion token, 0 = padding) sets d = 0, hence the estimate 0, at padded positions before
+    any exponential: padding holds arbitrary log-probs (a reference row padded with 0 against a policy log-prob of
+    -1000 gives exp(1000) = inf), and multiplying an inf by a 0 mask afterwards would give NaN, in the loss and in
+    its gradient.
+    """
     d = ref_logps - logps
+    if mask is not None:
+        d = torch.where(mask.bool(), d, torch.zeros_like(d))
     if estimator == "k1":
         return -d
     if estimator == "k2":
@@ -72,8 +81,9 @@ class KLHook:
         """True when some role has β > 0: only then are reference log-probs needed."""
         return any(self.coef(role) > 0 for role in ROLES)
 
-    def estimate(self, logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
-        return kl_estimate(logps, ref_logps, self.estimator)
+    def estimate(self, logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-token estimate with this hook's estimator; 0 where ``mask`` is 0 (see :func:`kl_estimate`)."""
+        return kl_estimate(logps, ref_logps, self.estimator, mask)
 
     def shape_rewards(self, rewards: torch.Tensor, kl_per_sequence: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
         """Placement "reward": r − β_role · KL(sequence), with ``roles`` 0 = challenger, 1 = solver."""

@@ -71,6 +71,14 @@ def test_aggregation_weights_follow_trl_meanings():
     assert weighted.tolist() == pytest.approx([2 / 4, 2 / 8, 0.5 / 5])
 
 
+def test_sequence_loss_type_is_the_papers_sequence_log_probability():
+    roles = torch.tensor([1, 1, 0])
+    lengths = torch.tensor([2.0, 4.0, 5.0])
+    # the paper: -mean over a role's sequences of A * log pi(o), log pi(o) = sum of the tokens' log-probs
+    assert aggregation_weights(roles, lengths, "sequence", 8).tolist() == pytest.approx([1 / 2, 1 / 2, 1.0])
+    assert aggregation_weights(roles, lengths, "sequence", 8, challenger_weight=0.5).tolist() == pytest.approx([1 / 2, 1 / 2, 0.5])
+
+
 def test_clipped_surrogate_by_hand():
     old = torch.log(torch.tensor([[0.5, 0.5, 0.5]]))
     new = torch.log(torch.tensor([[0.5, 0.75, 0.25]]))  # ratios 1, 1.5, 0.5
@@ -93,12 +101,14 @@ class FixedLogpsPolicy:
         self.model.p = self.param
         self.backend = type("B", (), {"sync_weights": lambda self: None})()
 
-    def completion_logps(self, prompts, completions, reference=False):
+    def completion_logps(self, prompts, completions, reference=False, temperature=1.0):
         rows = [p[0] for p in prompts]  # the prompt ids here are [row index]
         width = max(len(c) for c in completions)
         source = self.ref if reference else self.param
         mask = torch.tensor([[1.0] * len(c) + [0.0] * (width - len(c)) for c in completions])
-        return source[rows, :width] * mask, mask
+        return torch.where(mask.bool(), source[rows, :width], self.padding), mask
+
+    padding = 0.0  # the log-prob the stand-in reports at padded positions
 
 
 def test_grpo_update_loss_and_gradient_by_hand():
@@ -124,6 +134,24 @@ def test_grpo_update_loss_and_gradient_by_hand():
     agent2.update(batch)
     step = (logps - agent2.policy.param.detach()).flatten().tolist()  # SGD: param -= lr * grad
     assert step == pytest.approx(expected_grad, abs=1e-6)
+
+
+def test_k3_in_the_loss_stays_finite_with_nan_prone_padding():
+    """Padded positions hold arbitrary log-probs (here -1000 against the reference's 0 padding: k3's exp(1000) =
+    inf); they must not turn the loss or the gradient into NaN (the estimators on their own: test_kl_and_hooks)."""
+    logps = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.5]]))
+    ref = torch.log(torch.tensor([[0.25, 0.25], [0.25, 0.25]]))
+    policy = FixedLogpsPolicy(logps, ref)
+    policy.padding = -1000.0
+    from agents.rollout import Batch
+
+    batch = Batch([[0], [1]], [[7, 7], [8]], torch.tensor([1, 1]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), ["a", "b"])
+    agent = PGAgent(policy, KLHook(beta=0.5), PGConfig(scale_rewards="none", max_grad_norm=0))
+    grads = []
+    agent.optimizer_step = lambda: grads.append(policy.param.grad.clone()) or 0.0
+    metrics = agent.update(batch)
+    assert math.isfinite(metrics["loss/solver"]) and math.isfinite(metrics["kl/solver"])
+    assert torch.isfinite(grads[0]).all() and grads[0][1, 1] == 0  # no gradient reaches the padded position
 
 
 def test_zero_advantage_samples_are_skipped_without_changing_the_update():
@@ -163,6 +191,76 @@ def test_update_changes_the_policy_and_reports_metrics(tiny_envs, agent_class, c
     # the frozen reference did not move
     ref = policy.reference
     assert all(torch.equal(b, p) for b, p in zip(before, ref.parameters()))
+
+
+def plain_logps(model, prompt, completion, temperature=1.0):
+    """Log-probs of ``completion`` after ``prompt`` from one plain, unpadded forward pass at ``temperature``."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + completion])).logits[0, len(prompt) - 1:-1]
+    return torch.log_softmax(logits.float() / temperature, -1).gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+
+
+def test_completion_logps_at_a_temperature_are_those_of_the_sampler():
+    policy = Policy("tiny-random")
+    prompt, completion = [5, 17, 42, 9], [33, 7, 120]
+    logps, _ = policy.completion_logps([prompt], [completion], temperature=0.5)
+    torch.testing.assert_close(logps[0].detach(), plain_logps(policy.model, prompt, completion, 0.5), atol=1e-5, rtol=1e-5)
+    reference, _ = policy.completion_logps([prompt], [completion], reference=True, temperature=0.5)
+    torch.testing.assert_close(reference[0], plain_logps(policy.reference, prompt, completion, 0.5), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(logps[0].detach(), plain_logps(policy.model, prompt, completion, 1.0), atol=1e-3)
+
+
+def test_grpo_at_a_temperature_uses_it_for_old_new_and_reference_logps_and_starts_at_ratio_one(monkeypatch):
+    """num_iterations = 2 at T = 0.5: the old log-probs, the first pass's log-probs and the reference's are all at
+    T, so the first pass's ratio is exactly 1 (no token clipped, even with a tiny epsilon)."""
+    import agents.grpo
+    from agents.rollout import Batch
+
+    torch.manual_seed(0)
+    policy = Policy("tiny-random")
+    prompts, completions = [[5, 17, 42], [5, 17, 42], [9, 8]], [[33, 7, 120], [4, 4], [61]]
+    batch = Batch(prompts, completions, torch.tensor([1, 1, 1]), torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0, 0, 1]),
+                  ["a", "b", "c"])
+    config = GRPOConfig(temperature=0.5, num_iterations=2, epsilon=1e-6, learning_rate=1e-2, scale_rewards="none")
+    agent = GRPOAgent(policy, KLHook(beta=0.1), config)
+    expected = {i: plain_logps(policy.model, prompts[i], completions[i], 0.5) for i in range(len(batch))}
+    seen = []  # (new logps, old logps, mask) of every micro-batch
+    surrogate = agents.grpo.clipped_surrogate
+    monkeypatch.setattr(agents.grpo, "clipped_surrogate", lambda new, old, *a: seen.append((new.detach(), old)) or surrogate(new, old, *a))
+    sequence_logps = agent.sequence_logps
+    recorded = {}
+    monkeypatch.setattr(agent, "sequence_logps", lambda b, index, reference=False: recorded.setdefault(reference, sequence_logps(b, index, reference)))
+    agent.update(batch)
+    for reference in (False, True):  # the old policy's and the reference's (equal weights before the first step)
+        for i, logps in enumerate(recorded[reference]):
+            torch.testing.assert_close(logps, expected[i], atol=1e-5, rtol=1e-5)
+    chunks = agent.micro_batches(batch, [0, 1, 2])
+    for chunk, (new, old) in zip(chunks, seen[: len(chunks)]):  # the first pass
+        for k, i in enumerate(chunk):
+            n = len(completions[i])
+            torch.testing.assert_close(new[k, :n], expected[i], atol=1e-5, rtol=1e-5)
+            assert torch.equal(torch.exp(new[k, :n] - old[k, :n]), torch.ones(n))  # ratio exactly 1: nothing clipped
+
+
+def test_old_and_reference_logps_are_computed_without_autograd(monkeypatch):
+    from agents.rollout import Batch
+
+    policy = Policy("tiny-random")
+    agent = GRPOAgent(policy, KLHook(beta=0.1), GRPOConfig(num_iterations=2))
+    batch = Batch([[5, 17], [5, 17]], [[33, 7], [4]], torch.tensor([1, 1]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), ["a", "b"])
+    built_graphs = []  # whether each forward pass recorded an autograd graph
+    completion_logps = policy.completion_logps
+
+    def recording(*args, **kwargs):
+        logps, mask = completion_logps(*args, **kwargs)
+        built_graphs.append(logps.requires_grad)
+        return logps, mask
+
+    monkeypatch.setattr(policy, "completion_logps", recording)
+    for reference in (False, True):
+        logps = agent.sequence_logps(batch, [0, 1], reference=reference)
+        assert all(lp.grad_fn is None and not lp.requires_grad for lp in logps)
+    assert built_graphs == [False, False]
 
 
 def test_lora_reference_is_the_same_model_with_adapters_disabled():
@@ -291,11 +389,81 @@ def test_resume_without_a_checkpoint_and_rerun_into_a_used_dir_fail_clearly(tmp_
     (["--agent", "ppo"], "use one of"),
     (["--model", "/no/such/dir"], "no such directory"),
     (["--loss-type", "mean"], "loss_type"),
+    (["--recipe", "fast"], "use one of"),
 ])
 def test_invalid_settings_fail_before_any_work(argv, error):
     with pytest.raises((ValueError, FileNotFoundError), match=error):
         train_main(["--model", "tiny-random", "--output-dir", "/nonexistent/never-created", *argv])
     assert not Path("/nonexistent/never-created").exists()
+
+
+# ---- recipes -------------------------------------------------------------------------------------------------
+def test_recipe_paper_resolves_to_the_documented_values():
+    from agents.recipes import RECIPES
+    from agents.train import parse_args
+
+    cfg, agent_cfg = parse_args(["--recipe", "paper"])
+    assert isinstance(agent_cfg, PGConfig) and cfg.recipe == "paper"
+    resolved = {**vars(cfg), **vars(agent_cfg)}
+    assert {k: resolved[k] for k in RECIPES["paper"]} == RECIPES["paper"]
+    assert agent_cfg.scale_rewards == "none" and agent_cfg.loss_type == "sequence" and cfg.beta > 0
+    assert cfg.kl_placement == "loss" and cfg.payoff == "zero_sum" and agent_cfg.challenger_weight == 1.0
+    assert cfg.challenger_beta is None and cfg.solver_beta is None  # beta for both roles
+
+
+def test_recipe_is_overridden_by_explicit_flags():
+    from agents.train import parse_args
+
+    cfg, agent_cfg = parse_args(["--scale-rewards", "group", "--recipe", "paper", "--beta", "0.1", "--agent", "grpo"])
+    assert isinstance(agent_cfg, GRPOConfig)
+    assert (agent_cfg.scale_rewards, cfg.beta) == ("group", 0.1)
+    assert agent_cfg.loss_type == "sequence" and cfg.payoff == "zero_sum"  # the rest of the recipe still holds
+
+
+@pytest.mark.parametrize("bf16", ["true", "false"])
+def test_recipe_tuned_is_exactly_the_flags_the_arithmetic_head_to_head_spelt_out(bf16):
+    from agents.train import parse_args
+
+    spelt_out = ["--agent", "grpo", "--num-queries", "4", "--num-generations", "8", "--max-completion-length", "32",
+                 "--learning-rate", "1e-5", "--beta", "0", "--scale-rewards", "group", "--loss-type", "grpo",
+                 "--payoff", "rzero", "--example-levels", "add_1d,add_2d_1d,mul_1d", "--bf16", bf16]
+    cfg, agent_cfg = parse_args(spelt_out)
+    tuned_cfg, tuned_agent_cfg = parse_args(["--recipe", "tuned", "--bf16", bf16])
+    assert {**vars(tuned_cfg), "recipe": None} == vars(cfg) and tuned_agent_cfg == agent_cfg
+    from lsp_env.models import bf16_supported
+
+    assert parse_args(["--recipe", "tuned"])[0].bf16 == bf16_supported()
+
+
+def test_recipe_help_lists_what_each_recipe_sets(capsys):
+    from agents.recipes import RECIPES
+    from agents.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines (also at hyphens)
+    for name, values in RECIPES.items():
+        assert f"{name}:" in text
+        assert all(f"{k}={v}".replace(" ", "") in text for k, v in values.items())
+
+
+def test_recipe_and_resolved_values_are_recorded_in_config_json(tmp_path, capsys):
+    common = ["--env", "LSP-Arith-v0", "--model", "tiny-random", "--num-queries", "2", "--num-generations", "2",
+              "--max-completion-length", "8", "--seed", "0", "--recipe", "paper"]
+    train_main([*common, "--iterations", "1", "--output-dir", str(tmp_path / "paper")])
+    config = json.loads((tmp_path / "paper/config.json").read_text())
+    assert config["recipe"] == "paper" and config["train"]["agent"] == "pg"
+    assert config["agent"]["scale_rewards"] == "none" and config["agent"]["loss_type"] == "sequence"
+    assert isinstance(config["train"]["beta"], float) and config["train"]["beta"] > 0
+    train_main([*common, "--scale-rewards", "group", "--iterations", "1", "--output-dir", str(tmp_path / "group")])
+    assert json.loads((tmp_path / "group/config.json").read_text())["agent"]["scale_rewards"] == "group"
+    # --resume: the same settings leave config.json as it is; other settings go beside it, the first run's are kept
+    train_main([*common, "--iterations", "1", "--output-dir", str(tmp_path / "paper"), "--resume"])
+    assert sorted(p.name for p in (tmp_path / "paper").glob("config*.json")) == ["config.json"]
+    train_main([*common, "--iterations", "2", "--output-dir", str(tmp_path / "paper"), "--resume"])
+    assert json.loads((tmp_path / "paper/config.json").read_text()) == config
+    assert json.loads((tmp_path / "paper/config-resume-1.json").read_text())["train"]["iterations"] == 2
+    assert "settings differ" in capsys.readouterr().err
 
 
 def test_follow_up_stage_starts_from_a_checkpoint(tmp_path):

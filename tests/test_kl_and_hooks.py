@@ -44,6 +44,21 @@ def test_k3_is_nonnegative_and_k1_can_be_negative():
     assert (kl_estimate(logps, ref_logps, "k1") < 0).any()
 
 
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_kl_estimate_masks_padding_before_the_exponential_no_nan(estimator):
+    # a padded reference row holds 0, the policy's log-prob there -1000: unmasked, k3 = exp(1000) = inf, inf * 0 = NaN
+    logps = torch.tensor([[-1.0, -1000.0]], requires_grad=True)
+    ref_logps = torch.tensor([[-2.0, 0.0]])
+    mask = torch.tensor([[1.0, 0.0]])
+    kl = kl_estimate(logps, ref_logps, estimator, mask)
+    loss = (kl * mask).sum()
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logps.grad).all()
+    assert kl[0, 1] == 0 and logps.grad[0, 1] == 0
+    assert kl[0, 0] == kl_estimate(logps[:, :1], ref_logps[:, :1], estimator)[0, 0]  # real tokens are unchanged
+    assert torch.equal(KLHook(estimator=estimator).estimate(logps, ref_logps, mask), kl)
+
+
 def test_kl_estimate_rejects_unknown_estimator():
     with pytest.raises(ValueError, match="k4"):
         kl_estimate(torch.zeros(2), torch.zeros(2), "k4")
@@ -340,3 +355,24 @@ def test_dialogue_win_rate_against_itself_is_a_half(tiny_pair):
     assert result["win_rate"] == 0.5 and result["standard_error"] == 0.0 and result["n"] == 6
     assert result["identical_answers"] == 6
     assert result["preference"] == pytest.approx(0.5, abs=1e-6) and result["standard_error_preference"] < 1e-6
+
+
+def test_dialogue_win_rate_asks_in_the_solver_voice_of_training():
+    """The held-out instructions reach both models as the env's solver turn (system prompt + user turn)."""
+    from agents.evaluate import dialogue_win_rate
+    from agents.policy import Completion
+    from lsp_env.tasks import DialogueTask, read_lines
+
+    class Recording:
+        def __init__(self):
+            self.chats = []
+
+        def generate(self, chats, **kwargs):
+            self.chats += chats
+            return [Completion("an answer", [], []) for _ in chats]
+
+    policy, base = Recording(), Recording()
+    result = dialogue_win_rate(policy, base, judge=lambda qs, ours, theirs: [0.5] * len(qs), limit=3)
+    expected = [DialogueTask().solver_messages(q) for q in read_lines("dialogue_eval.txt")[:3]]
+    assert policy.chats == base.chats == expected and expected[0][0]["role"] == "system"
+    assert result["n"] == 3 and result["win_rate"] == 0.5
