@@ -44,7 +44,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,7 @@ AGENTS = {"pg": "agents.pg:PGAgent", "grpo": "agents.grpo:GRPOAgent"}
 
 @dataclass
 class TrainConfig:
+    config: str | None = field(default=None, metadata={"help": "A YAML or JSON file of settings (these flags' and the agent's field names, and recipe); the command line overrides it. A run's own config.json works too: it repeats the run."})
     recipe: str | None = field(default=None, metadata={"help": "A named set of defaults over these flags and the agent's (explicit flags win; applied by the command line; the resolved values go to <output-dir>/config.json). Default: none, the plain defaults. " + describe_recipes() + "."})
     env: str = field(default="LSP-Zero-v0", metadata={"help": "Registered env id: LSP-v0, LSP-Zero-v0, LSP-Arith-v0, LSP-Data-v0, LSP-Arith-Data-v0."})
     agent: str = field(default="grpo", metadata={"help": "pg or grpo."})
@@ -369,6 +370,53 @@ def _append(path: Path, metrics: dict) -> None:
         os.fsync(f.fileno())
 
 
+def read_config_file(path: str) -> tuple[dict, str | None]:
+    """``(field values, recipe)`` of a ``--config`` file: YAML or JSON, either flat (field names of the train and
+    agent configs, and ``recipe``) or the layout of a run's own ``config.json`` (``recipe``, ``train``, ``agent``)."""
+    import yaml
+
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text) if Path(path).suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise ValueError(f"--config {path}: cannot parse it ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: want a mapping of setting names to values, got {type(data).__name__}")
+    if isinstance(data.get("train"), dict) or isinstance(data.get("agent"), dict):  # a run's config.json
+        extra = sorted(set(data) - {"recipe", "train", "agent"})
+        if extra:
+            raise ValueError(f"--config {path}: unknown key(s) {extra} beside recipe/train/agent")
+        data = {"recipe": data.get("recipe"), **data.get("train", {}), **data.get("agent", {})}
+    recipe = data.pop("recipe", None)
+    data.pop("config", None)
+    return data, recipe
+
+
+def config_values(values: dict, config_class, path: str | None) -> dict:
+    """The entries of ``values`` that are fields of ``config_class``, type-checked against the field's annotation."""
+    import typing
+
+    hints = typing.get_type_hints(config_class)
+    out = {}
+    for key, value in values.items():
+        if key not in hints:
+            continue
+        allowed = typing.get_args(hints[key]) or (hints[key],)  # `float | None` -> (float, NoneType)
+        if float in allowed and isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = any(value is None if t is type(None) else
+                 (isinstance(value, (int, float)) and not isinstance(value, bool)) if t is float else
+                 (isinstance(value, t) and not (t is int and isinstance(value, bool))) for t in allowed)
+        if not ok:
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ValueError(f"--config {path}: {key}: {value!r} is a {type(value).__name__}, want {want}")
+        out[key] = value
+    return out
+
+
 def parse_args(argv: list[str] | None = None):
     """``(TrainConfig, agent config)`` from the command line: ``--recipe``'s values become the defaults of both
     parsers, so that any flag given explicitly wins over the recipe."""
@@ -379,14 +427,24 @@ def parse_args(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else argv
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--recipe", default=None)
-    recipe = pre.parse_known_args(argv)[0].recipe
+    pre.add_argument("--config", default=None)
+    early = pre.parse_known_args(argv)[0]
+    file_values, file_recipe = read_config_file(early.config) if early.config else ({}, None)
+    recipe = early.recipe or file_recipe
+    # precedence: the dataclass defaults < the recipe < the config file < the command line
     train_parser = HfArgumentParser(TrainConfig)
-    train_parser.set_defaults(**recipe_defaults(recipe, TrainConfig))
+    train_parser.set_defaults(**{**recipe_defaults(recipe, TrainConfig), **config_values(file_values, TrainConfig, early.config)})
     (cfg, rest) = train_parser.parse_args_into_dataclasses(args=[a for a in argv if a != "--help-agent"],
                                                            return_remaining_strings=True)
+    cfg.recipe = recipe
     agent_class = load_agent_class(cfg.agent)
     agent_parser = HfArgumentParser(agent_class.config_class)
-    agent_parser.set_defaults(**recipe_defaults(recipe, agent_class.config_class))
+    unknown = sorted(set(file_values) - {f.name for f in fields(TrainConfig)} - {f.name for f in fields(agent_class.config_class)})
+    if unknown:
+        raise ValueError(f"--config {early.config}: unknown key(s) {unknown}: not a field of lsp-train's settings nor of "
+                         f"the {cfg.agent} agent's (`lsp-train --help`, `lsp-train --agent {cfg.agent} --help-agent`)")
+    agent_parser.set_defaults(**{**recipe_defaults(recipe, agent_class.config_class),
+                                 **config_values(file_values, agent_class.config_class, early.config)})
     if "--help-agent" in argv:
         agent_parser.print_help()
         raise SystemExit(0)
