@@ -214,9 +214,10 @@ def test_accelerate_launch_trains_with_two_ranks_rank0_writes_and_resumes(tmp_pa
     run = tmp_path / "run"
     common = ["-m", "agents.train", "--env", "LSP-Arith-Data-v0", "--agent", "grpo", "--model", "tiny-random",
               "--num-queries", "2", "--num-generations", "2", "--output-dir", str(run), "--seed", "0"]
-    launch([*common, "--iterations", "2"])
+    launch([*common, "--iterations", "2", "--report-to", "tensorboard"])
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2]  # rank 0 alone wrote
+    assert len(list((run / "tensorboard").glob("events.out.tfevents*"))) == 1  # and alone reported
     assert [line["world_size"] for line in lines] == [2, 2]
     assert all(line["tokens/solver"] > 0 and "reward/solver" in line for line in lines)
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]
