@@ -192,10 +192,28 @@ class LLMAgent:
         return Prepared(index, advantages[mine], weights, betas[mine], ref_logps, metrics)
 
     def micro_batches(self, batch: Batch, index: list[int]) -> list[list[int]]:
-        """Samples sorted by length, then cut into micro-batches: similar lengths share a pass (less padding)."""
-        ordered = sorted(index, key=lambda i: (len(batch.prompt_ids[i]) + len(batch.completion_ids[i]), i))
+        """The samples cut into micro-batches of at most ``micro_batch_size`` rows, keeping the rows that share a
+        prompt (a GRPO group) together, so that its prompt runs through the model once (:meth:`Policy.completion_logps`).
+
+        Groups are ordered by their longest row (similar lengths share a pass: less padding) and packed greedily; a
+        group that does not fit in the current micro-batch starts the next one, and only a group larger than a
+        whole micro-batch is split.
+        """
         size = self.config.micro_batch_size
-        return [ordered[k:k + size] for k in range(0, len(ordered), size)]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in index:
+            groups.setdefault(tuple(batch.prompt_ids[i]), []).append(i)
+        def length(i: int) -> int:
+            return len(batch.prompt_ids[i]) + len(batch.completion_ids[i])
+
+        chunks: list[list[int]] = []
+        for rows in sorted(groups.values(), key=lambda rows: (max(map(length, rows)), rows[0])):
+            rows = sorted(rows, key=lambda i: (length(i), i))
+            if chunks and len(chunks[-1]) + len(rows) <= size:
+                chunks[-1].extend(rows)
+                continue
+            chunks += [rows[k:k + size] for k in range(0, len(rows), size)]
+        return chunks
 
     def optimizer_step(self) -> float:
         """Sum the gradients over ranks, clip their global norm, step; raises on a non-finite norm (on every rank alike).

@@ -487,3 +487,18 @@ def test_custom_agent_example_runs(tmp_path):
     lines = read_metrics(out / "metrics.jsonl")
     assert len(lines) == 2 and all("loss/value" in line for line in lines)
     assert len((ROOT / "examples/custom_agent.py").read_text().splitlines()) < 60
+
+
+def test_micro_batches_keep_a_group_together_so_its_prompt_runs_once():
+    from agents.rollout import Batch
+
+    # 3 groups of 3 answers whose lengths interleave: sorting rows by length alone would mix the groups
+    prompts = [[1, 2]] * 3 + [[3, 4, 5]] * 3 + [[6]] * 3
+    completions = [[9] * n for n in (1, 6, 3, 2, 5, 4, 7, 1, 1)]
+    batch = Batch(prompts, completions, torch.ones(9, dtype=torch.long), torch.zeros(9), torch.tensor([0] * 3 + [1] * 3 + [2] * 3))
+    agent = PGAgent(Policy("tiny-random"), config=PGConfig(micro_batch_size=4))
+    chunks = agent.micro_batches(batch, list(range(9)))
+    assert sorted(i for c in chunks for i in c) == list(range(9)) and all(len(c) <= 4 for c in chunks)
+    assert [sorted({tuple(prompts[i]) for i in c}) for c in chunks] == [[(1, 2)], [(3, 4, 5)], [(6,)]]
+    big = PGAgent(agent.policy, config=PGConfig(micro_batch_size=2)).micro_batches(batch, list(range(9)))
+    assert all(len({tuple(prompts[i]) for i in c}) == 1 for c in big)  # a group larger than a micro-batch: split alone
