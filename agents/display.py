@@ -8,7 +8,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 SHOWN = ("reward/challenger", "reward/solver", "invalid_query_rate", "loss/challenger", "loss/solver", "kl/challenger",
-         "kl/solver", "tokens_per_second", "time/generate", "time/score", "time/update", "eval/headline")
+         "kl/solver", "tokens_per_second", "perf/mfu", "time/generate", "time/score", "time/update", "eval/headline",
+         "hacking/number_ending", "hacking/suffix_sensitivity")
 
 
 class Display:

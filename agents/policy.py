@@ -15,6 +15,7 @@ from lsp_env.prompts import render_chat
 from lsp_env.rewards import pad_left
 
 from .backends import make_backend
+from .perf import FlopCounter
 from .backends.hf import distinct_prompts
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -74,6 +75,7 @@ class Policy:
         self.model.train()
         self.backend = make_backend(backend, self.model, self.tokenizer, autocast_dtype=self.autocast_dtype,
                                     generation_dtype=self.autocast_dtype)
+        self.flops = FlopCounter.for_model(self.model)  # the useful work done, for perf/mfu
 
     # ---- the reference --------------------------------------------------------------------------------------
     @property
@@ -94,6 +96,7 @@ class Policy:
         prompts = [self.prompt_ids(chat) for chat in chats]
         outputs = self.backend.generate(prompts, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                         do_sample=do_sample)
+        self.flops.sequences("generate", prompts, outputs)
         return [
             Completion(self.tokenizer.decode(out, skip_special_tokens=True), prompt, out)
             for prompt, out in zip(prompts, outputs)
@@ -127,6 +130,7 @@ class Policy:
             targets[r, :len(c)] = torch.as_tensor(c, dtype=torch.long)
             mask[r, :len(c)] = 1
         first_rows, owner = distinct_prompts(prompts)
+        self.flops.sequences("train" if torch.is_grad_enabled() and not reference else "logps", prompts, completions)
         module = self.reference if reference else self.model
         grad = torch.inference_mode() if reference else nullcontext()
         reference_mode = models.reference_mode(module) if reference else nullcontext()

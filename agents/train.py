@@ -298,6 +298,13 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
         report(lines[-1])
     trained_seconds = 0.0
     last_saved = step
+    counter = getattr(getattr(agent, "policy", None), "flops", None)
+    if counter is not None:
+        from .perf import mfu_metrics, peak_flops
+
+        model = agent.policy.model
+        peak = peak_flops(torch.bfloat16 if cfg.bf16 else torch.float32, model.device)
+        counter.reset()  # evaluation before the first iteration is not training work
     # the env reset seed of round i at iteration `step`: this rank plays rounds rank * n_local ... (rank + 1) * n_local - 1
     num_queries = envs.num_envs * world_size
     first_round = distributed.rank() * envs.num_envs
@@ -317,8 +324,14 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
             trained_seconds += seconds
             metrics.update({"step": step, "world_size": world_size, "time/update": time.perf_counter() - t,
                             "time/iteration": seconds, "tokens_per_second": metrics["tokens/generated"] / seconds})
+            if counter is not None:  # the useful FLOPs of every rank against every rank's peak
+                metrics.update(mfu_metrics(distributed.sum_across(counter.reset()), {
+                    "iteration": seconds, "generate": metrics.get("time/generate"), "update": metrics["time/update"]},
+                    peak * world_size, metrics["tokens/generated"]))
             if evaluating and step % cfg.eval_every == 0 and step != cfg.iterations:
                 metrics.update(evaluate(agent, cfg))
+                if counter is not None:
+                    counter.reset()
             metrics["time/trained"] = trained_seconds
             lines.append(metrics)
             if is_main:

@@ -1,0 +1,104 @@
+"""Model FLOPs utilisation: the useful work of an iteration against the machine's measured matmul peak.
+
+Useful FLOPs are counted from the model's shape, as nanoGPT's ``estimate_mfu`` and PaLM's appendix B do: a token
+through the forward pass costs ``2 N + 4 L d T`` (N parameters, each a multiply-add; L layers of attention of width d
+over a context of T tokens), and through forward and backward three times that. Only the work the method needs is
+counted: each distinct prompt once per pass (the policy and the HF backend share it within a group), every
+completion token, and for generation one forward per generated token; recomputation, padding and the zero-gradient
+rows that are skipped are not counted, so a faster implementation of the same method shows as a higher MFU.
+
+The peak is measured once per device, dtype and thread count by a square-matmul probe and cached in the model cache
+directory (``peak_flops.json``), so MFU compares against what this machine's matmul actually reaches, not a
+datasheet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from lsp_env import models
+
+
+@dataclass
+class FlopCounter:
+    """Useful FLOPs done since the last :meth:`reset`, per phase (``generate``, ``logps`` without grad, ``train``)."""
+
+    params: int
+    layers: int
+    attention_width: int
+    flops: dict = field(default_factory=lambda: {"generate": 0.0, "logps": 0.0, "train": 0.0})
+
+    @classmethod
+    def for_model(cls, model) -> FlopCounter:
+        config = getattr(model, "config", None)
+        layers = getattr(config, "num_hidden_layers", 0) or 0
+        width = getattr(config, "hidden_size", 0) or 0
+        return cls(sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()), layers, width)
+
+    def forward(self, phase: str, tokens: int, context: int) -> None:
+        """``tokens`` tokens through one forward pass, attending to ``context`` tokens each (x3 with backward)."""
+        per_token = 2 * self.params + 4 * self.layers * self.attention_width * context
+        self.flops[phase] += (3 if phase == "train" else 1) * tokens * per_token
+
+    def sequences(self, phase: str, prompts: list[list[int]], completions: list[list[int]]) -> None:
+        """Each distinct prompt once and every completion token, at the context of its row."""
+        seen = set()
+        for prompt, completion in zip(prompts, completions):
+            if tuple(prompt) not in seen:
+                seen.add(tuple(prompt))
+                self.forward(phase, len(prompt), len(prompt))
+            self.forward(phase, len(completion), len(prompt) + len(completion))
+
+    def reset(self) -> dict:
+        """The FLOPs per phase since the last reset, then zero them."""
+        done, self.flops = self.flops, {phase: 0.0 for phase in self.flops}
+        return done
+
+
+def peak_flops(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", size: int = 2048) -> float:
+    """This machine's matmul FLOP/s in ``dtype`` (median of a few timed square matmuls), measured once and cached."""
+    device = torch.device(device)
+    key = f"{device.type}:{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}:{dtype}:{torch.get_num_threads()}"
+    path = models.cache_dir() / "peak_flops.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return float(known[key])
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    flops = 2 * size**3 / sorted(times[1:])[len(times[1:]) // 2]  # the first run warms the kernels up
+    try:  # best effort: another process may write at the same time, the value is the same kind of number
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({**known, key: flops}, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return flops
+
+
+def mfu_metrics(flops: dict, seconds: dict, peak: float, tokens: int) -> dict:
+    """``perf/*`` metrics of one iteration: MFU overall and per phase, and tokens per second."""
+    total = sum(flops.values())
+    out = {"perf/mfu": total / (seconds["iteration"] * peak) if seconds["iteration"] > 0 else 0.0,
+           "perf/tokens_per_second": tokens / seconds["iteration"] if seconds["iteration"] > 0 else 0.0,
+           "perf/flops": total}
+    if seconds.get("generate"):
+        out["perf/mfu_generate"] = flops["generate"] / (seconds["generate"] * peak)
+    if seconds.get("update"):
+        out["perf/mfu_update"] = (flops["train"] + flops["logps"]) / (seconds["update"] * peak)
+    return out
