@@ -42,6 +42,7 @@ def _resolve_hook(hook, model, default):
         "judge": lambda: rewards.LLMJudge(model),
         "self": lambda: rewards.SelfQuality(model),
         "arithmetic": rewards.ArithmeticReward,
+        "instructions": rewards.InstructionReward,
         "length": rewards.LengthReward,
     }
     if hook not in builtins:
@@ -155,8 +156,7 @@ class LSPEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: use one of {self.metadata['render_modes']} or None")
         self.task = TASKS[task](**(task_options or {}))
-        default_reward = rewards.ArithmeticReward if task == "arithmetic" else (lambda: rewards.LLMJudge(model))
-        self.reward_fn = _resolve_hook(reward, model, default_reward)
+        self.reward_fn = _resolve_hook(self.task.default_reward if reward is None else reward, model, None)
         self.quality_fn = _resolve_hook(quality, model, None)
         self.kl = kl if kl is not None else KLHook()
         self.num_generations = int(num_generations)
@@ -249,6 +249,8 @@ class LSPEnv(gym.Env):
         self._quality.append(quality)
         self._solver_rewards.append(reward)
         info = self._info(pending.info)
+        if hasattr(self.task, "answer_info"):  # what the task can say about the answer, e.g. each instruction's check
+            info.update(self.task.answer_info(pending.query, pending.answer))
         terminated = len(self._raw) == self.num_generations
         if terminated:
             self._phase = "done"
