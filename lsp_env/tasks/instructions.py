@@ -104,6 +104,7 @@ import numpy as np
 AT_LEAST, LESS_THAN = "at least", "less than"
 MAX_COUNT = 10**6  # no count above this can be met; a larger number is kept as MAX_COUNT + 1
 _TOO_LARGE = MAX_COUNT + 1
+MAX_REQUEST_CHARS = 4000  # the env's queries are shorter (prompts.MAX_QUERY_CHARS); recognising is linear in this
 WORDS_PER_TOKEN = 0.75  # English text with a BPE tokenizer: about three words to four tokens
 DEFAULT_MAX_ANSWER_TOKENS = 64
 DEFAULT_MAX_ANSWER_WORDS = int(DEFAULT_MAX_ANSWER_TOKENS * WORDS_PER_TOKEN)
@@ -354,8 +355,8 @@ _TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty 
 _SCALES = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
 _HUGE = {"googol", "googolplex", "zillion", "gazillion", "bazillion", "quadrillion", "quintillion"}
 _NUMBER_WORD = "|".join(sorted([*_UNITS, *_TENS, *_SCALES, *_HUGE], key=len, reverse=True))
-_DIGITS = r"\d[\d,]*(?:\.\d+)?(?:\s*(?:\^|\*\*)\s*\d+|[eE]\+?\d+|\s*[x\u00d7]\s*10\s*(?:\^|\*\*)\s*\d+)?"
-NUM = rf"(?:{_DIGITS}|(?:{_NUMBER_WORD})\b(?:[\s-]+(?:and[\s-]+)?(?:{_NUMBER_WORD})\b){{0,6}})"
+_DIGITS = r"(?:\d{1,3}(?:,\d{3}){1,6}|\d{1,40})(?:\.\d{1,10})?(?:\s*(?:\^|\*\*)\s*\d{1,6}|[eE]\+?\d{1,6}|\s*[x\u00d7]\s*10\s*(?:\^|\*\*)\s*\d{1,6})?"
+NUM = rf"(?:{_DIGITS}|(?:{_NUMBER_WORD})\b(?:[\s-]+(?:and[\s-]+)?(?:{_NUMBER_WORD})\b){{0,4}})"
 _DIGIT_FORM = re.compile(r"([\d,]+)(?:\.(\d+))?\s*(?:(\^|\*\*)\s*(\d+)|[eE]\+?(\d+)|[x\u00d7]\s*10\s*(?:\^|\*\*)\s*(\d+))?")
 
 
@@ -550,8 +551,13 @@ _PARAGRAPH_COUNT = re.compile(rf"\b(?P<n>{NUM})\s+paragraphs?\b", re.I)
 _NTH = rf"(?:paragraph\s+(?P<k>{NUM})|(?:the\s+)?(?P<o>{'|'.join(_ORDINALS)}|\d{{1,3}}(?:st|nd|rd|th))\s+paragraph)"
 
 
+@functools.lru_cache(maxsize=16)
+def _paragraph_count(text: str) -> re.Match | None:
+    return _PARAGRAPH_COUNT.search(text)
+
+
 def _nth_paragraph(match, text):
-    count = _PARAGRAPH_COUNT.search(text)
+    count = _paragraph_count(text)
     if count is None:
         raise _Problem(f"{match.group(0)!r}: say how many paragraphs there should be")
     if match.group("k"):
@@ -624,93 +630,94 @@ _NOUN = r"(?:key\s*words?|words?|terms?)"
 _LIST = r"(?P<list>[^.;!?\n(]{1,160})"
 _NEGATION = r"(?:do\s+not|don't|never|must\s+not|mustn't|should\s+not|shouldn't|cannot|can't|may\s+not)"
 
-# Order matters: an earlier recogniser's matches hide overlapping matches of the later ones.
-_RECOGNISERS: list[tuple[str, list[str], Callable]] = [
-    ("combination:repeat_prompt", [
+# (id, cues, patterns, builder): the patterns run only on a text holding one of the cues (lowercase substrings),
+# which keeps recognising cheap; an earlier recogniser's matches hide overlapping matches of the later ones.
+_RECOGNISERS: list[tuple[str, tuple[str, ...], list[str], Callable]] = [
+    ("combination:repeat_prompt", ('repeat',), [
         r"\brepeat\s+(?:the|this|my|your|our)\s+(?:request|question|prompt|instructions?|query)\s+(?:word\s+for\s+word|verbatim|exactly|without\s+(?:any\s+)?change)",
         r"\b(?:start|begin)\s+(?:your\s+\w+\s+)?by\s+repeating\s+(?:the|this|my)\s+(?:request|question|prompt|query)\s*(?:word\s+for\s+word|verbatim|exactly)?"], _repeat),
-    ("detectable_format:constrained_response", [r"my\s+answer\s+is\s+yes[^\n]{0,80}?my\s+answer\s+is\s+no"], _none),
-    ("startend:end_checker", [
+    ("detectable_format:constrained_response", ('my answer is',), [r"my\s+answer\s+is\s+yes[^\n]{0,80}?my\s+answer\s+is\s+no"], _none),
+    ("startend:end_checker", ('end', 'finish', 'conclude', 'close', 'wrap'), [
         rf"\b(?:finish|end|conclude|close|wrap\s+up)\s+(?:your\s+{_ANSWER}\s+|it\s+)?with\s+(?:this|the)\s+(?:exact\s+)?(?:phrase|words|sentence)\s*:?\s*(?:{_QUOTED}|(?P<u>[^\n\"]{{1,100}}?[.?!])(?=[\s.]|$))",
         rf"\b{_ANSWER}\s+(?:must|should|has\s+to|needs\s+to)\s+end\s+with\s+(?:the\s+(?:exact\s+)?(?:phrase|words|sentence)\s*:?\s*)?(?:{_QUOTED}|(?P<u>[^\n\"]{{1,100}}?[.?!])(?=[\s.]|$))"],
      _end_phrase),
-    ("length_constraints:nth_paragraph_first_word", [
+    ("length_constraints:nth_paragraph_first_word", ('paragraph',), [
         rf"\b{_NTH}\s+(?:must|should|has\s+to|needs\s+to|shall)\s+(?:start|begin)\s+with\s+(?:the\s+)?(?:word\s+)?{_KEYWORD}",
         rf"\b(?:start|begin)\s+{_NTH}\s+with\s+(?:the\s+)?(?:word\s+)?{_KEYWORD}"], _nth_paragraph),
-    ("change_case:capital_word_frequency", [
+    ("change_case:capital_word_frequency", ('capital', 'caps', 'upper'), [
         rf"\b{_CAPITAL_WORDS}\s+{_SHOULD_APPEAR}\s+{_TIMES}",
         rf"\b(?P<rel>{REL})\s+(?P<n>{NUM})\s+{_CAPITAL_WORDS}",
         rf"\b(?P<n>{NUM})\s+(?:or\s+(?P<suffix>more|fewer|less)\s+)?{_CAPITAL_WORDS}",
         rf"\b(?:(?P<rel>{REL})\s+)?(?P<n>{NUM})\s+(?:or\s+(?P<suffix>more|fewer|less)\s+)?(?:fully\s+capitali[sz]ed|all[\s-]+caps|all[\s-]+capitals?|upper[\s-]?case|all[\s-]+upper[\s-]?case)\s+words\b"],
      lambda m, t: [dict(zip(("capital_relation", "capital_frequency"), _relation(m, default=AT_LEAST)))]),
-    ("keywords:letter_frequency", [
+    ("keywords:letter_frequency", ('letter',), [
         rf"\bletter\s+{_LETTER}\s+{_SHOULD_APPEAR}\s+(?:in\s+(?:your|the)\s+{_ANSWER}\s+)?{_TIMES}",
         rf"\b(?:use|include|write|type|say)\s+the\s+letter\s+{_LETTER}\s+{_TIMES}"], _letter_kwargs),
-    ("keywords:frequency", [
+    ("keywords:frequency", ('time', 'once', 'twice', 'thrice'), [
         rf"\b(?:key)?word\s+{_KEYWORD}\s+{_SHOULD_APPEAR}\s+(?:in\s+(?:your|the)\s+{_ANSWER}\s+)?{_TIMES}",
         rf"\b(?:use|include|mention|repeat|say|write)\s+(?:the\s+)?(?:key)?word\s+{_KEYWORD}\s+{_TIMES}",
         rf"\b(?:use|include|mention|repeat|say|write)\s+{_QUOTED}\s+{_TIMES}"], _frequency_kwargs),
-    ("punctuation:no_comma", [
+    ("punctuation:no_comma", ('comma',), [
         r"\b(?:no|zero|without(?:\s+using)?(?:\s+any)?|avoid(?:\s+using)?(?:\s+any)?|free\s+of(?:\s+any)?|not\s+(?:a\s+single|one|any))\s+commas?\b",
         rf"\b{_NEGATION}\s+(?:use|contain|include|have|put|add)\s+(?:any\s+|a\s+single\s+)?commas?\b",
         r"\brefrain\s+from\s+(?:the\s+use\s+of\s+|using\s+)?(?:any\s+)?commas?\b", r"\bcomma[\s-]free\b",
         r"\bcommas?\s+(?:are|is)\s+(?:not\s+allowed|forbidden|banned|prohibited)"], _none),
-    ("change_case:english_lowercase", [
+    ("change_case:english_lowercase", ('lower', 'capital', 'upper'), [
         r"\ball\s+(?:in\s+)?lower[\s-]?case\b", r"\blower[\s-]?case\s+(?:letters\s+)?only\b", r"\bonly\s+lower[\s-]?case\b",
         r"\b(?:entirely|completely|written|only|wholly)\s+in\s+lower[\s-]?case\b",
         r"\b(?:answer|respond|reply|write|response|everything|be)\s+(?:\w+\s+){0,4}?in\s+lower[\s-]?case\b",
         r"\bno\s+(?:capital|upper[\s-]?case)\s+letters\b",
         rf"\b{_NEGATION}\s+(?:use|include|contain|write)\s+(?:any\s+)?(?:capital|upper[\s-]?case)\s+letters\b",
         r"\bwithout\s+(?:using\s+)?(?:any\s+)?(?:capital|upper[\s-]?case)\s+letters\b"], _none),
-    ("change_case:english_capital", [
+    ("change_case:english_capital", ('capital', 'caps', 'upper', 'lower'), [
         rf"\ball\s+(?:in\s+)?{_CAPS}", r"\b(?:capital|upper[\s-]?case)\s+letters\s+only\b", r"\bonly\s+(?:capital|upper[\s-]?case)\s+letters\b",
         rf"\b(?:entirely|completely|written|only|wholly)\s+in\s+{_CAPS}",
         rf"\b(?:answer|respond|reply|write|response|everything|be)\s+(?:\w+\s+){{0,4}}?in\s+{_CAPS}",
         r"\bno\s+lower[\s-]?case\s+letters\b",
         rf"\b{_NEGATION}\s+(?:use|include|contain|write)\s+(?:any\s+)?lower[\s-]?case\s+letters\b"], _none),
-    ("keywords:forbidden_words", [
+    ("keywords:forbidden_words", ('word', 'term'), [
         rf"\b{_NEGATION}\s+(?:use|include|mention|say|write|contain)\s+(?:any\s+of\s+)?(?:the\s+)?(?:following\s+)?{_NOUN}\s*:?\s*{_LIST}",
         rf"\b(?:avoid|without|refrain\s+from|exclude|excluding)\s+(?:using\s+|mentioning\s+|saying\s+)?(?:any\s+of\s+)?(?:the\s+)?(?:following\s+)?{_NOUN}\s*:?\s*{_LIST}",
         rf"\b(?:the\s+)?{_NOUN}\s+(?P<list>[^.;!?\n(]{{1,160}}?)\s+(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited)"],
      _list_builder("forbidden_words")),
-    ("keywords:existence", [
+    ("keywords:existence", ('word', 'term'), [
         rf"\b(?:include|use|mention|incorporate|feature|contain|add)\s+(?:both\s+|all\s+)?(?:of\s+)?(?:the\s+)?(?:following\s+)?{_NOUN}\s*:?\s*{_LIST}",
         rf"\b(?:with|including)\s+the\s+{_NOUN}\s*:?\s*{_LIST}",
         rf"\b(?:the\s+)?{_NOUN}\s+(?P<list>[^.;!?\n(]{{1,160}}?)\s+{_SHOULD_APPEAR}"], _list_builder("keywords")),
-    ("length_constraints:number_paragraphs", [
+    ("length_constraints:number_paragraphs", ('paragraph',), [
         rf"\b(?:there\s+should\s+be|exactly|write|use|in|with|into|contain|have|has)\s+(?:exactly\s+)?(?P<n>{NUM})\s+paragraphs?\b"], _paragraphs),
-    ("length_constraints:number_words", _bounded(r"words?\b(?!\s+(?:with|in|written\s+in|using)\s+all\s)"), _length(("num_words", "relation"))),
-    ("length_constraints:number_sentences", _bounded(r"sentences?\b") + [r"\bin\s+(?P<single>a\s+single|one|just\s+one|only\s+one)\s+sentence\b"],
+    ("length_constraints:number_words", ('word',), _bounded(r"words?\b(?!\s+(?:with|in|written\s+in|using)\s+all\s)"), _length(("num_words", "relation"))),
+    ("length_constraints:number_sentences", ('sentence',), _bounded(r"sentences?\b") + [r"\bin\s+(?P<single>a\s+single|one|just\s+one|only\s+one)\s+sentence\b"],
      _length(("num_sentences", "relation"))),
-    ("startend:quotation", [
+    ("startend:quotation", ('quot',), [
         rf"\b(?:wrap|wrapped|enclose|enclosed|put|place|surround|surrounded)\b[^.\n]{{0,50}}?\bdouble\s+quot(?:ation\s+marks?|es?\b)"], _none),
-    ("detectable_format:title", [
+    ("detectable_format:title", ('title',), [
         r"\btitle\b[^.\n]{0,60}?(?:double\s+angul(?:ar)?\s+brackets|double\s+angle\s+brackets|<<)"], _none),
-    ("detectable_format:number_bullet_lists", [
+    ("detectable_format:number_bullet_lists", ('bullet',), [
         rf"\b(?:(?P<rel>{REL})\s+)?(?:exactly\s+|precisely\s+)?(?P<n>{NUM})\s+(?:markdown\s+)?(?:bullet(?:ed)?\s+points?|bullets|bullet(?:ed)?\s+items)\b",
         rf"\bbullet(?:ed)?\s+list\s+(?:of|with)\s+(?:exactly\s+)?(?P<n>{NUM})\s+(?:items|points|entries)\b"],
      _exact("num_bullets", "bullet point")),
-    ("detectable_format:number_highlighted_sections", [
+    ("detectable_format:number_highlighted_sections", ('highlight',), [
         rf"\bhighlight\s+(?:(?P<rel>{REL})\s+)?(?P<n>{NUM})\s+(?:or\s+(?P<suffix>more|fewer|less)\s+)?(?:\w+\s+)?(?:sections?|parts?|phrases?|passages?)\b",
         rf"\b(?:(?P<rel>{REL})\s+)?(?P<n>{NUM})\s+(?:or\s+(?P<suffix>more|fewer|less)\s+)?highlighted\s+(?:sections?|parts?|phrases?|passages?)\b"],
      _at_least("num_highlights", "highlighted section")),
-    ("detectable_format:multiple_sections", [
+    ("detectable_format:multiple_sections", ('section',), [
         rf"\b(?:have|has|with|into|in|write|use|contain|be)\s+(?:exactly\s+)?(?P<n>{NUM})\s+sections\b"], _sections),
-    ("detectable_format:json_format", [
+    ("detectable_format:json_format", ('json',), [
         rf"\b{_ANSWER}\b[^.\n]{{0,40}}?\bjson\b", r"\bjson\s+(?:format|only)\b",
         r"\b(?:respond|reply|answer|format\s+\w+(?:\s+\w+)?)\s+(?:only\s+)?(?:in|as|with)\s+(?:valid\s+|a\s+)?json\b",
         r"\b(?:in|as|into)\s+(?:valid\s+|proper\s+)?json\s+(?:format|object)\b"], _none),
-    ("detectable_content:number_placeholders", [
+    ("detectable_content:number_placeholders", ('placeholder',), [
         rf"\b(?:(?P<rel>{REL})\s+)?(?P<n>{NUM})\s+(?:or\s+(?P<suffix>more|fewer|less)\s+)?placeholders?\b"],
      _at_least("num_placeholders", "placeholder")),
-    ("detectable_content:postscript", [
+    ("detectable_content:postscript", ('script', 'p.', 'pps', 'p p s'), [
         r"\b(?:add|include|append|write|end\s+with|finish\s+with|close\s+with|with)\s+(?:a|an|one)\s+(?:explicit\s+)?(?:post[\s-]?script|p\.?\s?p\.?\s?s\b\.?|p\.\s?s\.)",
         r"\bpost[\s-]?script\s+(?:starting|beginning)\s+with"], _postscript_marker),
-    ("combination:two_responses", [
+    ("combination:two_responses", ('two', '2', 'six', '6', '*'), [
         r"\b(?:give|provide|write|offer|produce)\s+(?:me\s+)?(?:two|2)\s+(?:different|distinct|separate|alternative)\s+(?:responses|answers|replies|versions)\b",
         r"\bseparated?\s+(?:them\s+)?(?:by|with)\s+(?:six|6)\s+asterisk", r"\bseparated?\s+(?:them\s+)?(?:by|with)\s+\*{6}"], _none),
 ]
-_COMPILED = [(name, [re.compile(p, re.I) for p in patterns], build) for name, patterns, build in _RECOGNISERS]
+_COMPILED = [(name, cues, [re.compile(p, re.I) for p in patterns], build) for name, cues, patterns, build in _RECOGNISERS]
 _TYPOGRAPHIC = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 
 
@@ -723,7 +730,12 @@ class Recognition:
 
 
 def recognise(text: str) -> Recognition:
-    """Find the instructions a request states (phrasings in the module docstring), in the order of the registry."""
+    """Find the instructions a request states (phrasings in the module docstring), in the order of the registry.
+
+    A text over ``MAX_REQUEST_CHARS`` characters is no request: nothing is recognised, and that is its problem.
+    """
+    if len(text) > MAX_REQUEST_CHARS:
+        return Recognition([], [f"request over {MAX_REQUEST_CHARS} characters ({len(text)})"])
     found, problems = _recognise(text)
     return Recognition(list(found), list(problems))
 
@@ -734,7 +746,10 @@ def _recognise(text: str) -> tuple[tuple[Instruction, ...], tuple[str, ...]]:
     taken: list[tuple[int, int]] = []
     found: list[Instruction] = []
     problems: list[str] = []
-    for name, patterns, build in _COMPILED:
+    lowered = text.lower()
+    for name, cues, patterns, build in _COMPILED:
+        if not any(cue in lowered for cue in cues):
+            continue
         for pattern in patterns:
             for match in pattern.finditer(text):
                 if any(match.start() < end and start < match.end() for start, end in taken):
