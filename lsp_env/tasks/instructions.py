@@ -22,7 +22,7 @@ sentence and capital-word counts below are our own regular expressions (rules st
 | ``startend:end_checker`` | end_phrase | ends with the phrase (case-insensitive, after stripping spaces and ``"``) |
 | ``startend:quotation`` | | starts and ends with ``"`` (after stripping spaces), length > 1 |
 | ``detectable_format:title`` | | has a line with ``<<title>>`` (non-empty title) |
-| ``detectable_format:number_bullet_lists`` | num_bullets | has exactly that many lines starting with ``* `` or ``-`` |
+| ``detectable_format:number_bullet_lists`` | num_bullets | has exactly that many lines starting with ``-``, or ``*`` not followed by ``*`` |
 | ``detectable_format:number_highlighted_sections`` | num_highlights | has >= that many non-empty ``*...*`` or ``**...**`` spans |
 | ``detectable_format:multiple_sections`` | section_spliter, num_sections | has >= that many ``<spliter> <digits>`` marks |
 | ``detectable_format:json_format`` | | parses as JSON (an enclosing markdown fence allowed) |
