@@ -8,6 +8,8 @@ import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lsp_env
 from lsp_env.tasks import InstructionsTask, InvalidQuery, instruction_data
@@ -99,6 +101,7 @@ PHRASINGS = {
     "Use fewer than 50 words.": [words(50, LESS_THAN)],
     "Keep it to no more than fifty words, please.": [words(51, LESS_THAN)],
     "Write at least one hundred and twenty words.": [words(120, AT_LEAST)],
+    "Write at least a hundred words.": [words(100, AT_LEAST)],
     "Write more than 20 words.": [words(21, AT_LEAST)],
     "Write 30 words or more.": [words(30, AT_LEAST)],
     "Write between 10 and 40 words.": [words(10, AT_LEAST), words(41, LESS_THAN)],
@@ -207,6 +210,7 @@ INVALID = {
     "Include the keywords apple and pear. Do not use the word apple.": "forbidden word 'apple'",
     "Write in all lowercase. Your response must have 2 sections. Mark the beginning of each section with Section X.": "not in lowercase",
     "Write at least 10^100 words.": "over 1000000",
+    "Write at least a googol words.": "over 1000000",
     "Use at least 99999999999 words.": "over 1000000",
     "Write at least 300 words.": "at most 48",
     "Write 2.5 sentences or more.": "not a whole number",
@@ -273,6 +277,22 @@ def test_hostile_requests_finish_quickly(index):
     ifx._recognise.cache_clear()
     found = timed(recognise, HOSTILE_REQUESTS[index])
     timed(ifx.problems, found.instructions, 48)
+
+
+PIECES = ["at least", "no more than", "10^100", "fifty", "words", "sentences", "paragraph 2", "the word", "commas",
+          "lowercase", "all caps", "***", "******", "<<", ">>", "[", "]", "*", "\n\n", "Section 1", "P.S.", "JSON",
+          "repeat the request word for word", "(", ")", "\"", "'", ",", ".", "between 3 and", "times", "the letter"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=8)), max_size=30).map(" ".join))
+def test_any_text_is_recognised_or_rejected_without_error(text):
+    found = recognise(text)
+    ifx.problems(found.instructions, 48)
+    for instruction in found.instructions:
+        check(instruction, text, loose=True)
+    for instruction, _, _ in CHECKS:
+        check(instruction, text, loose=True)
 
 
 def test_regex_special_characters_in_arguments_are_literal():

@@ -356,14 +356,14 @@ _SCALES = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9
 _HUGE = {"googol", "googolplex", "zillion", "gazillion", "bazillion", "quadrillion", "quintillion"}
 _NUMBER_WORD = "|".join(sorted([*_UNITS, *_TENS, *_SCALES, *_HUGE], key=len, reverse=True))
 _DIGITS = r"(?:\d{1,3}(?:,\d{3}){1,6}|\d{1,40})(?:\.\d{1,10})?(?:\s*(?:\^|\*\*)\s*\d{1,6}|[eE]\+?\d{1,6}|\s*[x\u00d7]\s*10\s*(?:\^|\*\*)\s*\d{1,6})?"
-NUM = rf"(?:{_DIGITS}|(?:{_NUMBER_WORD})\b(?:[\s-]+(?:and[\s-]+)?(?:{_NUMBER_WORD})\b){{0,4}})"
+NUM = rf"(?:{_DIGITS}|(?:an?\s+(?={'|'.join([*_SCALES, *_HUGE])}))?(?:{_NUMBER_WORD})\b(?:[\s-]+(?:and[\s-]+)?(?:{_NUMBER_WORD})\b){{0,4}})"
 _DIGIT_FORM = re.compile(r"([\d,]+)(?:\.(\d+))?\s*(?:(\^|\*\*)\s*(\d+)|[eE]\+?(\d+)|[x\u00d7]\s*10\s*(?:\^|\*\*)\s*(\d+))?")
 
 
 def parse_count(text: str) -> int | None:
     """A count written in digits or words -> int (``MAX_COUNT + 1`` when larger), or None when not whole.
 
-    "50" -> 50, "1,000" -> 1000, "fifty-five" -> 55, "one hundred and two" -> 102, "10^100" and "a googol" ->
+    "50" -> 50, "1,000" -> 1000, "fifty-five" -> 55, "a hundred and two" -> 102, "10^100" and "a googol" ->
     MAX_COUNT + 1, "2.5" -> None. Powers are compared by their number of digits, never computed when large.
     """
     text = text.strip().lower()
