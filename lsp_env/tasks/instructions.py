@@ -49,8 +49,8 @@ words ("50", "fifty", "twenty-five", "one hundred"), typographic quotes as strai
 
 * words / sentences: "at least N", "no fewer than N", "a minimum of N", "more than N", "over N" (at least);
   "less than N", "fewer than N", "under N", "below N" (less than); "at most N", "no more than N", "up to N",
-  "a maximum of N", "not exceeding N", "within N" (less than N + 1); "N words or more / or fewer"; "between N and
-  M words"; "in one sentence", "in a single sentence" (less than 2 sentences).
+  "a maximum of N", "not exceeding N", "within N", "no longer than N", "limit / keep your answer to N" (less than
+  N + 1); "N words or more / or fewer"; "between N and M words"; "in one sentence", "in a single sentence" (less than 2 sentences).
 * paragraphs: "N paragraphs" ("there should be / exactly / in / with") together with a mention of ``***`` or
   "markdown divider"; "paragraph K" or "the K-th / first ... paragraph" "must start / begin with (the) word X" with
   an "N paragraphs" count.
@@ -427,7 +427,7 @@ _RELATIONS = {
     **dict.fromkeys(["more than", "over", "upwards of"], (AT_LEAST, 1)),
     **dict.fromkeys(["less than", "fewer than", "under", "below"], (LESS_THAN, 0)),
     **dict.fromkeys(["at most", "no more than", "not more than", "a maximum of", "maximum of", "maximum", "up to",
-                     "not exceeding", "within"], (LESS_THAN, 1)),
+                     "not exceeding", "within", "no longer than", "not longer than"], (LESS_THAN, 1)),
 }
 REL = _words_re("|".join(sorted(_RELATIONS, key=len, reverse=True)))
 _TIMES = rf"(?:(?P<rel>{REL})\s+)?(?:(?P<n>{NUM})\s+times|(?P<nw>once|twice|thrice))(?:\s+or\s+(?P<suffix>more|fewer|less))?"
@@ -469,9 +469,11 @@ def _relation(match: re.Match, default: str | None = None) -> tuple[str, int]:
 
 
 def _bounded(noun: str) -> list[str]:
-    """Patterns for a count of ``noun`` with a relation: 'at least N words', 'N words or more', 'between N and M'."""
+    """Patterns for a count of ``noun`` with a relation: 'at least N words', 'N words or more', 'between N and M',
+    'limit your answer to N words' (at most N)."""
     return [rf"\b(?P<rel>{REL})\s+(?P<n>{NUM})\s+{noun}", rf"\b(?P<n>{NUM})\s+{noun}\s+or\s+(?P<suffix>more|fewer|less)\b",
-            rf"\bbetween\s+(?P<lo>{NUM})\s+and\s+(?P<hi>{NUM})\s+{noun}"]
+            rf"\bbetween\s+(?P<lo>{NUM})\s+and\s+(?P<hi>{NUM})\s+{noun}",
+            rf"\b(?:limit|restrict|cap|keep)\s+(?:\w+\s+){{0,2}}?to\s+(?:a\s+maximum\s+of\s+)?(?P<lim>{NUM})\s+{noun}"]
 
 
 def _length(names: tuple[str, str]) -> Callable:
@@ -483,6 +485,8 @@ def _length(names: tuple[str, str]) -> Callable:
             return [{count_name: low, relation_name: AT_LEAST}, {count_name: min(high + 1, _TOO_LARGE), relation_name: LESS_THAN}]
         if match.groupdict().get("single"):
             return [{count_name: 2, relation_name: LESS_THAN}]
+        if match.groupdict().get("lim"):
+            return [{count_name: min(_count(match, "lim") + 1, _TOO_LARGE), relation_name: LESS_THAN}]
         relation, n = _relation(match)
         return [{count_name: n, relation_name: relation}]
     return build
