@@ -50,7 +50,7 @@ words ("50", "fifty", "twenty-five", "one hundred"), typographic quotes as strai
 * words / sentences: "at least N", "no fewer than N", "a minimum of N", "more than N", "over N" (at least);
   "less than N", "fewer than N", "under N", "below N" (less than); "at most N", "no more than N", "up to N",
   "a maximum of N", "not exceeding N", "within N", "no longer than N", "limit / keep your answer to N" (less than
-  N + 1); "N words or more / or fewer"; "between N and M words"; "in one sentence", "in a single sentence" (less than 2 sentences).
+  N + 1); "N words or more / or fewer"; "between N and M words"; "in one / a single sentence" (less than 2).
 * paragraphs: "N paragraphs" ("there should be / exactly / in / with") together with a mention of ``***`` or
   "markdown divider"; "paragraph K" or "the K-th / first ... paragraph" "must start / begin with (the) word X" with
   an "N paragraphs" count.
@@ -60,8 +60,9 @@ words ("50", "fifty", "twenty-five", "one hundred"), typographic quotes as strai
   don't / never / must not use / include / mention (the) word(s) X or Y", "avoid / without / exclude (using) the
   words X", "the words X and Y are forbidden / banned / not allowed"; letters: "the letter X should appear (REL) N
   times", "use / include the letter X (REL) N times".
-* case: "all lowercase", "lowercase only", "in lowercase", "no capital letters", "do not use any capital letters";
-  "all capital letters", "all caps", "in uppercase", "capital letters only", "no lowercase letters"; capital
+* case: "all lowercase", "lowercase only", "write / answer / respond ... in lowercase", "no capital letters", "do not
+  use any capital letters"; "all capital letters", "all caps", "... in uppercase", "capital letters only", "no
+  lowercase letters"; capital
   words: "words with / in all capital letters should appear (REL) N times", "(REL) N words in all capital letters /
   caps", "(REL) N all-caps / fully capitalized / uppercase words".
 * commas: "no commas", "do not / don't / must not / never use (any) commas", "without (any) commas", "avoid
@@ -87,7 +88,8 @@ adds the contradictions (e.g. lowercase and all capitals; at least 100 and less 
 also forbidden; ``Section`` markers in an all-lowercase answer) and the arguments no answer of at most
 ``max_words`` words can meet (every count needs about one word per unit; any count over ``MAX_COUNT``, such as
 "10^100", is unmeetable). Numbers are parsed by hand, never evaluated. Every pattern is bounded: no recogniser or
-checker backtracks catastrophically, and each runs in time linear in the text.
+checker backtracks catastrophically, and each runs in time linear in the text; a text over ``MAX_REQUEST_CHARS``
+is not a request (nothing is recognised in it).
 """
 
 from __future__ import annotations
