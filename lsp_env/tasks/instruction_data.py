@@ -72,8 +72,12 @@ def generate_request(rng: np.random.Generator, topics=TRAIN_TOPICS, first: str |
 
 
 def training_requests(n: int = TRAIN_SIZE, seed: int = 0) -> list[str]:
+    """n distinct training requests on the training topics."""
     rng = np.random.default_rng(seed)
-    return [generate_request(rng)["prompt"] for _ in range(n)]
+    requests: dict[str, None] = {}
+    while len(requests) < n:
+        requests[generate_request(rng)["prompt"]] = None
+    return list(requests)
 
 
 def heldout_requests(sizes: dict[str, int] = EVAL_SIZES, seed: int = 20231114) -> dict[str, list[dict]]:
