@@ -329,7 +329,7 @@ def test_every_heldout_request_is_recognised_with_exactly_its_instructions(heldo
 def test_heldout_topics_are_never_trained_on(heldout):
     assert not set(instruction_data.EVAL_TOPICS) & set(instruction_data.TRAIN_TOPICS)
     training = InstructionsTask().default_prompts()
-    assert len(training) >= 500
+    assert len(training) >= 500 and len(set(training)) == len(training)
     joined = "\n".join(training)
     for item in heldout["dev"] + heldout["test"]:
         assert item["topic"] in instruction_data.EVAL_TOPICS and item["topic"] not in joined
