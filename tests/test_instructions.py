@@ -191,6 +191,22 @@ def test_prose_without_instructions(text):
     assert recognise(text).instructions == []
 
 
+@pytest.mark.parametrize("name", ifx.INSTRUCTION_IDS)
+def test_every_template_is_recognised_with_its_arguments(name):
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(20):  # both relations, and several arguments
+        instruction = ifx.sample_instruction(name, rng)
+        if name == "combination:repeat_prompt":
+            instruction = inst(name, prompt_to_repeat="Describe owls.")
+        for index, template in enumerate(ifx.templates_for(instruction)):
+            seen.add(template)
+            sentence = ifx.describe(instruction, rng, template=index)
+            text = "Describe owls. " + sentence if name != "combination:repeat_prompt" else sentence + " Describe owls."
+            assert [(i.id, i.kwargs) for i in recognise(text).instructions] == [(name, instruction.kwargs)], text
+    assert seen == {t for _, t in ifx.TEMPLATES[name]}
+
+
 def test_several_instructions_in_one_request():
     found = recognise("Describe owls. Use no commas, write in all lowercase and include the keywords night and feather.")
     assert [i.id for i in found.instructions] == ["punctuation:no_comma", "change_case:english_lowercase", "keywords:existence"]

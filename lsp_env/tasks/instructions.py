@@ -1045,18 +1045,25 @@ def _join(words: Sequence[str], conjunction: str = "and") -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" {conjunction} " + words[-1]
 
 
-def describe(instruction: Instruction, rng: np.random.Generator) -> str:
-    """One sentence stating the instruction, from a template drawn with ``rng`` (repeat_prompt: the sentence only)."""
+def templates_for(instruction: Instruction) -> list[str]:
+    """The templates that can state the instruction (those of its relation, if it has one)."""
+    relation = next((v for k, v in instruction.kwargs.items() if k.endswith("relation")), None)
+    return [t for r, t in TEMPLATES[instruction.id] if r in (None, relation)]
+
+
+def describe(instruction: Instruction, rng: np.random.Generator, template: int | None = None) -> str:
+    """One sentence stating the instruction, from a template drawn with ``rng`` (or the ``template``-th of
+    :func:`templates_for`); for repeat_prompt the sentence only, without the request."""
     kw = instruction.kwargs
-    relation = next((v for k, v in kw.items() if k.endswith("relation")), None)
-    choices = [t for r, t in TEMPLATES[instruction.id] if r in (None, relation)]
+    choices = templates_for(instruction)
     n = next((v for k, v in kw.items() if isinstance(v, int) and k != "nth_paragraph"), 0)
     fields = {**kw, "n": n, "n_word": number_words(n), "m": n - 1, "m_word": number_words(max(n - 1, 0)),
               "postscript": kw.get("postscript_marker", "P.S.").rstrip(".") + ".",
               "ordinal": list(_ORDINALS)[kw.get("nth_paragraph", 1) - 1] if kw.get("nth_paragraph", 1) <= 10 else "",
               "keywords": _join(kw.get("keywords", ["-"])), "forbidden": _join(kw.get("forbidden_words", ["-"])),
               "forbidden_or": _join(kw.get("forbidden_words", ["-"]), "or")}
-    return choices[int(rng.integers(len(choices)))].format(**fields)
+    index = int(rng.integers(len(choices))) if template is None else template
+    return choices[index].format(**fields)
 
 
 def sample_instruction(name: str, rng: np.random.Generator) -> Instruction:
