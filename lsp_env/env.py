@@ -32,10 +32,10 @@ class AnyText(spaces.Text):
         return f"AnyText({self.max_length})"
 
 
-def _resolve_hook(hook, model, default):
-    """A hook argument -> a callable: None -> the default, a built-in name -> its class on ``model``, a callable as is."""
+def _resolve_hook(hook, model):
+    """A hook argument -> a callable: None -> None, a built-in name -> its class on ``model``, a callable as is."""
     if hook is None:
-        return default() if default else None
+        return None
     if callable(hook):
         return hook
     builtins = {
@@ -162,8 +162,8 @@ class LSPEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: use one of {self.metadata['render_modes']} or None")
         self.task = TASKS[task](**(task_options or {}))
-        self.reward_fn = _resolve_hook(self.task.default_reward if reward is None else reward, model, None)
-        self.quality_fn = _resolve_hook(quality, model, None)
+        self.reward_fn = _resolve_hook(self.task.default_reward if reward is None else reward, model)
+        self.quality_fn = _resolve_hook(quality, model)
         self.kl = kl if kl is not None else KLHook()
         self.num_generations = int(num_generations)
         self.payoff = payoff
