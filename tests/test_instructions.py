@@ -370,7 +370,7 @@ def test_challenger_examples_follow_the_seed():
 def test_score_gives_ifevals_four_figures():
     items = [
         {"prompt": "a", "instruction_id_list": ["punctuation:no_comma", "change_case:english_lowercase"], "kwargs": [{}, {}]},
-        {"prompt": "b", "instruction_id_list": ["detectable_format:json_format"], "kwargs": [None]},
+        {"prompt": "b", "instruction_id_list": ["detectable_format:json_format"], "kwargs": [{"num_words": None}]},
         "Describe owls. Use no commas.",  # a plain request: its instructions are recognised
     ]
     answers = ["no commas here", 'Sure:\n{"a": 1}', "Owls, hoot."]

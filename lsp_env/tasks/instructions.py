@@ -1149,6 +1149,8 @@ def score(items: Sequence[dict | str], responses: Sequence[str]) -> dict:
 
 
 def item_instructions(item: dict | str) -> list[Instruction]:
+    """An item's instructions; ``None`` arguments are dropped (IFEval's data on the hub lists every key of every id)."""
     if isinstance(item, str):
         return recognise(item).instructions
-    return [Instruction(i, dict(k or {})) for i, k in zip(item["instruction_id_list"], item["kwargs"], strict=True)]
+    return [Instruction(i, {key: v for key, v in (k or {}).items() if v is not None})
+            for i, k in zip(item["instruction_id_list"], item["kwargs"], strict=True)]
