@@ -7,13 +7,15 @@
 | `LSP-Arith-v0`      | verifiable self-play on arithmetic problems the challenger writes     |
 | `LSP-Data-v0`       | data baseline (dialogue): queries from a prompt list, solver turns    |
 | `LSP-Arith-Data-v0` | data baseline (arithmetic): problems from the seeded generator        |
+| `LSP-IF-v0`         | instruction following: requests with IFEval's checkable instructions  |
+| `LSP-IF-Data-v0`    | data baseline (instructions): requests from the training list         |
 """
 
 from gymnasium.envs.registration import register
 
 from .env import LSPEnv
 from .kl import KLHook, kl_estimate
-from .rewards import PAYOFFS, ArithmeticReward, LengthReward, LLMJudge, RewardModel, SelfQuality
+from .rewards import PAYOFFS, ArithmeticReward, InstructionReward, LengthReward, LLMJudge, RewardModel, SelfQuality
 from .vector import LSPVectorEnv
 
 ENV_IDS = {
@@ -22,6 +24,8 @@ ENV_IDS = {
     "LSP-Arith-v0": {"task": "arithmetic"},
     "LSP-Data-v0": {"task": "dialogue", "prompts": True},
     "LSP-Arith-Data-v0": {"task": "arithmetic", "prompts": True},
+    "LSP-IF-v0": {"task": "instructions"},
+    "LSP-IF-Data-v0": {"task": "instructions", "prompts": True},
 }
 
 for _env_id, _kwargs in ENV_IDS.items():
@@ -35,5 +39,5 @@ for _env_id, _kwargs in ENV_IDS.items():
 
 __all__ = [
     "ENV_IDS", "LSPEnv", "LSPVectorEnv", "KLHook", "kl_estimate", "PAYOFFS",
-    "LLMJudge", "SelfQuality", "RewardModel", "ArithmeticReward", "LengthReward",
+    "LLMJudge", "SelfQuality", "RewardModel", "ArithmeticReward", "InstructionReward", "LengthReward",
 ]

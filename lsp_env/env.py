@@ -32,16 +32,17 @@ class AnyText(spaces.Text):
         return f"AnyText({self.max_length})"
 
 
-def _resolve_hook(hook, model, default):
-    """A hook argument -> a callable: None -> the default, a built-in name -> its class on ``model``, a callable as is."""
+def _resolve_hook(hook, model):
+    """A hook argument -> a callable: None -> None, a built-in name -> its class on ``model``, a callable as is."""
     if hook is None:
-        return default() if default else None
+        return None
     if callable(hook):
         return hook
     builtins = {
         "judge": lambda: rewards.LLMJudge(model),
         "self": lambda: rewards.SelfQuality(model),
         "arithmetic": rewards.ArithmeticReward,
+        "instructions": rewards.InstructionReward,
         "length": rewards.LengthReward,
     }
     if hook not in builtins:
@@ -91,6 +92,8 @@ class LSPEnv(gym.Env):
     built-in judge and self-quality scores lie in [0, 1], so R and R_Q have the same scale. At the last step
     ``info["rewards"] == {"challenger": c, "solver": [r_1, ..., r_G]}`` (``"challenger": None`` in data mode),
     with ``info["group_value"] = V(q)``. An invalid query pays the challenger ``invalid_query_penalty`` (−1).
+    On the instruction-following task (``LSP-IF-v0``) R is the share of the request's instructions the answer
+    follows, and every solver step's ``info["instructions"]`` lists each one's ``id``, ``kwargs`` and ``passed``.
     KL to the reference is not part of these payoffs: the ``kl`` hook (``env.unwrapped.kl``) tells agents how to
     apply it (see :mod:`lsp_env.kl`).
 
@@ -101,16 +104,19 @@ class LSPEnv(gym.Env):
     ## Episode End
     1. Termination: after the G-th solver answer.
     2. Termination: at once, after a challenger text that holds no usable query (``info["invalid_query"] = True``):
-       empty, over-long, or (dialogue) no letter or digit, (arithmetic) no well-formed problem.
+       empty, over-long, or (dialogue) no letter or digit, (arithmetic) no well-formed problem, (instructions) no
+       recognised instruction, contradicting ones, or one no answer within the budget can follow.
     3. Truncation: never.
     ``step`` before ``reset`` or after the end raises ``gymnasium.error.ResetNeeded``.
 
     ## Arguments
-    - ``task``: ``"dialogue"`` (``LSP-v0``, ``LSP-Zero-v0``) or ``"arithmetic"`` (``LSP-Arith-v0``).
+    - ``task``: ``"dialogue"`` (``LSP-v0``, ``LSP-Zero-v0``), ``"arithmetic"`` (``LSP-Arith-v0``) or
+      ``"instructions"`` (``LSP-IF-v0``: IFEval's verifiable instructions, :mod:`lsp_env.tasks.instructions`).
     - ``model``: the reference model for built-in hooks: a name (``"embedded"``, ``"tiny-random"``, a hub id or
       path) or a loaded ``(model, tokenizer)`` pair (a trainer passes its frozen reference).
     - ``reward``: a batched callable ``(queries, answers) -> list[float]`` or a built-in name (``"judge"``,
-      ``"arithmetic"``, ``"length"``); default: the judge for dialogue, exact checking for arithmetic.
+      ``"arithmetic"``, ``"instructions"``, ``"length"``); default: the task's (the judge for dialogue, exact checking
+      for arithmetic, the share of followed instructions for instructions).
     - ``quality``: the self-quality hook (``"self"``: graded by the reference model; a callable; ``None``: off).
     - ``kl``: a :class:`lsp_env.kl.KLHook` (default: β = 0).
     - ``num_generations``: G, the solver answers per query (≥ 1; group advantages need ≥ 2).
@@ -119,7 +125,8 @@ class LSPEnv(gym.Env):
       ``True`` uses the task's own list. Solver turns only.
     - ``task_options``: keyword arguments of the task (arithmetic: ``example_levels``, the levels the challenger's
       few-shot examples come from, i.e. the difficulty its prompt shows; default all of
-      :data:`lsp_env.tasks.arithmetic.LEVELS`).
+      :data:`lsp_env.tasks.arithmetic.LEVELS`; instructions: ``max_answer_tokens``, the solver's generation budget,
+      which bounds what a request may ask for, default 64).
     - ``invalid_query_penalty``, ``quality_weight``, ``repetition_penalty``, ``render_mode`` (``"ansi"``, ``"human"``).
 
     ## Examples
@@ -155,9 +162,8 @@ class LSPEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: use one of {self.metadata['render_modes']} or None")
         self.task = TASKS[task](**(task_options or {}))
-        default_reward = rewards.ArithmeticReward if task == "arithmetic" else (lambda: rewards.LLMJudge(model))
-        self.reward_fn = _resolve_hook(reward, model, default_reward)
-        self.quality_fn = _resolve_hook(quality, model, None)
+        self.reward_fn = _resolve_hook(self.task.default_reward if reward is None else reward, model)
+        self.quality_fn = _resolve_hook(quality, model)
         self.kl = kl if kl is not None else KLHook()
         self.num_generations = int(num_generations)
         self.payoff = payoff
@@ -249,6 +255,8 @@ class LSPEnv(gym.Env):
         self._quality.append(quality)
         self._solver_rewards.append(reward)
         info = self._info(pending.info)
+        if hasattr(self.task, "answer_info"):  # what the task can say about the answer, e.g. each instruction's check
+            info.update(self.task.answer_info(pending.query, pending.answer))
         terminated = len(self._raw) == self.num_generations
         if terminated:
             self._phase = "done"

@@ -11,6 +11,8 @@ of (query, answer) pairs; the vector env calls it once per step for all its sub-
 - :class:`RewardModel`: an ``AutoModelForSequenceClassification`` scoring the chat (query as user, answer as
   assistant); the raw logit when it has one label, else the probability of its last label.
 - :class:`ArithmeticReward`: 1 if the answer's final number equals the problem's value, else 0.
+- :class:`InstructionReward`: the share of the request's recognised instructions the answer follows (IFEval's
+  strict rule), in [0, 1].
 - :class:`LengthReward`: min(words / target, 1); a reward that varies for a random model (tests, interop demos).
 
 Payoffs of the challenger, from p = V(q), the mean of the G raw solver rewards of its query (:data:`PAYOFFS`):
@@ -29,7 +31,7 @@ import torch
 from . import models
 from .judge_guard import strip_grader_talk
 from .prompts import MAX_ANSWER_CHARS, MAX_QUERY_CHARS, clean_text, render_chat
-from .tasks import arithmetic
+from .tasks import arithmetic, instructions
 
 RewardHook = Callable[[Sequence[str], Sequence[str]], list[float]]
 
@@ -221,6 +223,20 @@ class ArithmeticReward:
 
     def __call__(self, queries: Sequence[str], answers: Sequence[str]) -> list[float]:
         return [arithmetic.score_answer(a, arithmetic.evaluate(q)) for q, a in zip(queries, answers, strict=True)]
+
+
+class InstructionReward:
+    """R(q, a) = share of the instructions recognised in the request that the answer follows (strict), in [0, 1].
+
+    A request with no recognised instruction scores 0 (the env never hands one over: it is an invalid query).
+    """
+
+    def __call__(self, queries: Sequence[str], answers: Sequence[str]) -> list[float]:
+        scores = []
+        for query, answer in zip(queries, answers, strict=True):
+            passed = instructions.follows(instructions.recognise(query).instructions, answer)
+            scores.append(sum(passed) / len(passed) if passed else 0.0)
+        return scores
 
 
 class LengthReward:

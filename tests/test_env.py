@@ -23,7 +23,8 @@ DATA_IDS = [i for i in ALL_IDS if ENV_IDS[i].get("prompts")]
 ARITH_IDS = [i for i in ALL_IDS if ENV_IDS[i]["task"] == "arithmetic"]
 
 # one valid challenger text per task, and the query the solver then sees
-VALID = {"dialogue": ("Name three prime numbers.", "Name three prime numbers."), "arithmetic": ("What is 12 + 30?", "12 + 30")}
+VALID = {"dialogue": ("Name three prime numbers.", "Name three prime numbers."), "arithmetic": ("What is 12 + 30?", "12 + 30"),
+         "instructions": ("Query: Name three prime numbers. Use no commas.", "Name three prime numbers. Use no commas.")}
 
 
 def task_of(env_id):

@@ -80,7 +80,12 @@ dialogue_query = st.one_of(
     words, st.builds(lambda q, junk: f"<query>{q}</query>{junk}", words, mixed),
     st.builds(lambda junk, q: f"{junk}Query: {q}", mixed, words), st.builds(lambda q, junk: q + junk, words, mixed))
 arith_query = st.one_of(problem, st.builds(lambda pre, p, post: f"{pre} {p} {post}", mixed, problem, mixed))
-CHALLENGER_TEXT = {"dialogue": st.one_of(dialogue_query, hostile), "arithmetic": st.one_of(arith_query, hostile)}
+instruction = st.sampled_from(["Use no commas.", "Answer in at most 30 words.", "Write everything in lowercase.",
+                               "Include the keywords river and light.", "Wrap your entire response in double quotes.",
+                               "Use at least 10^100 words.", "Answer in lowercase and in all capital letters."])
+instruction_query = st.builds(lambda q, i, junk: f"{q} {i}{junk}", words, instruction, st.one_of(st.just(""), mixed))
+CHALLENGER_TEXT = {"dialogue": st.one_of(dialogue_query, hostile), "arithmetic": st.one_of(arith_query, hostile),
+                   "instructions": st.one_of(instruction_query, hostile)}
 seeds = st.one_of(st.none(), st.integers(0, 2**32 - 1))
 
 

@@ -6,7 +6,7 @@ from pettingzoo.test import api_test
 from lsp_env.pettingzoo import LSPAECEnv
 
 
-@pytest.mark.parametrize("env_id", ["LSP-Zero-v0", "LSP-Arith-v0", "LSP-Arith-Data-v0"])
+@pytest.mark.parametrize("env_id", ["LSP-Zero-v0", "LSP-Arith-v0", "LSP-Arith-Data-v0", "LSP-IF-v0", "LSP-IF-Data-v0"])
 def test_pettingzoo_api_test_passes(env_id):
     api_test(LSPAECEnv(env_id, model="tiny-random", reward="length", num_generations=2), num_cycles=20)
 

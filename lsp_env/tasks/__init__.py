@@ -3,12 +3,13 @@ query, and names its default reward hook and its data-mode prompt list."""
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 
 import numpy as np
 
 from .. import prompts
-from . import arithmetic
+from . import arithmetic, instruction_data, instructions
 
 
 class InvalidQuery(ValueError):
@@ -19,6 +20,7 @@ class DialogueTask:
     """Open-ended instructions, as in the paper: the challenger writes a request, the solver answers it."""
 
     name = "dialogue"
+    default_reward = "judge"
 
     def challenger_messages(self, rng: np.random.Generator) -> list[dict]:
         return prompts.messages(prompts.CHALLENGER_SYSTEM, prompts.CHALLENGER_USER)
@@ -59,6 +61,7 @@ class ArithmeticTask:
     """
 
     name = "arithmetic"
+    default_reward = "arithmetic"
 
     def __init__(self, example_levels: tuple[str, ...] | str | None = None):
         if isinstance(example_levels, str):
@@ -90,7 +93,95 @@ class ArithmeticTask:
         return arithmetic.training_problems(2000)
 
 
-TASKS = {"dialogue": DialogueTask, "arithmetic": ArithmeticTask}
+IF_CHALLENGER_SYSTEM = (
+    "You write requests for an AI assistant. Each request asks for a short piece of writing and adds one to three "
+    "instructions about the form of the answer that can be checked: its length, words to use or avoid, letter case, "
+    "punctuation, format, how it starts or ends. Reply with the request only, like the examples."
+)
+IF_CHALLENGER_USER = "Write one new request."
+IF_SOLVER_SYSTEM = "You are a helpful assistant. Follow every instruction in the request exactly."
+
+
+class InstructionsTask:
+    """Instruction following (IFEval's verifiable instructions): the challenger writes a request with checkable
+    instructions, the solver's answer is checked against each of them.
+
+    The challenger's text is reduced to a request by :func:`prompts.extract_query` (labels, ``<query>`` tags and one
+    pair of enclosing quotes dropped) and kept as written: it is the solver's user turn. Its instructions are found
+    by :func:`instructions.recognise` (ids, phrasings and rules in :mod:`lsp_env.tasks.instructions`). The request
+    is invalid when no instruction is recognised, when one's arguments are unusable, when two contradict, or when
+    no answer of at most ``max_answer_tokens × WORDS_PER_TOKEN`` words can follow them all (default 64 tokens, 48
+    words: set it to the generation budget of the solver). The challenger's chat holds three earlier turns in which
+    it answered with an example request written by the templates, drawn from the env's ``np_random``.
+    ``answer_info`` reports, for the env's ``info``, each instruction's id, arguments and whether the answer passed.
+    The held-out evaluation is :meth:`heldout` (IFEval-style items, ``dev`` and ``test`` splits) scored by
+    :meth:`score` (IFEval's four accuracies and the rate per instruction id).
+    """
+
+    name = "instructions"
+    default_reward = "instructions"
+    heldout_splits = ("dev", "test")
+
+    def __init__(self, max_answer_tokens: int = instructions.DEFAULT_MAX_ANSWER_TOKENS):
+        if int(max_answer_tokens) < 1:
+            raise ValueError(f"max_answer_tokens={max_answer_tokens}: the solver needs at least one token")
+        self.max_answer_tokens = int(max_answer_tokens)
+        self.max_answer_words = int(self.max_answer_tokens * instructions.WORDS_PER_TOKEN)
+
+    def challenger_messages(self, rng: np.random.Generator) -> list[dict]:
+        chat = [{"role": "system", "content": IF_CHALLENGER_SYSTEM}]
+        for _ in range(3):
+            example = instruction_data.generate_request(rng, max_words=self.max_answer_words)["prompt"]
+            chat += [{"role": "user", "content": IF_CHALLENGER_USER}, {"role": "assistant", "content": example}]
+        return chat + [{"role": "user", "content": IF_CHALLENGER_USER}]
+
+    def recognise(self, query: str) -> list[instructions.Instruction]:
+        """The instructions of a valid request (:meth:`parse_query`'s output)."""
+        return instructions.recognise(query).instructions
+
+    def parse_query(self, text: str) -> str:
+        query = prompts.extract_query(text)
+        if query is None:
+            raise InvalidQuery(f"no usable request: empty, no letter or digit, or over {prompts.MAX_QUERY_CHARS} characters")
+        found = instructions.recognise(query)
+        if found.problems:
+            raise InvalidQuery("; ".join(found.problems))
+        if not found.instructions:
+            raise InvalidQuery("no verifiable instruction recognised (e.g. 'Answer in at most 50 words.', "
+                               "'Do not use any commas.', 'Include the keywords river and light.')")
+        reasons = instructions.problems(found.instructions, self.max_answer_words)
+        if reasons:
+            raise InvalidQuery("; ".join(reasons))
+        return query
+
+    def solver_messages(self, query: str) -> list[dict]:
+        return prompts.messages(IF_SOLVER_SYSTEM, query)
+
+    def default_prompts(self) -> list[str]:
+        return [p for p in read_lines("instructions_train.txt") if self._fits(p)]
+
+    def _fits(self, request: str) -> bool:
+        return not instructions.problems(self.recognise(request), self.max_answer_words)
+
+    def answer_info(self, query: str, answer: str) -> dict:
+        """``{"instructions": [{"id", "kwargs", "passed"}, ...]}``: the strict check of each instruction."""
+        return {"instructions": [{**inst.to_dict(), "passed": instructions.check(inst, answer)}
+                                 for inst in self.recognise(query)]}
+
+    def heldout(self, split: str = "test") -> list[dict]:
+        """The held-out items of a split: ``{"key", "prompt", "instruction_id_list", "kwargs", "topic"}``."""
+        if split not in self.heldout_splits:
+            raise ValueError(f"split={split!r}: use one of {self.heldout_splits}")
+        text = resources.files("lsp_env").joinpath("data", "instructions_eval.json").read_text(encoding="utf-8")
+        return json.loads(text)[split]
+
+    def score(self, items: list[dict], answers: list[str]) -> dict:
+        """IFEval's ``prompt_strict``, ``prompt_loose``, ``instruction_strict``, ``instruction_loose`` and
+        ``per_instruction`` rates (:func:`instructions.score`)."""
+        return instructions.score(items, answers)
+
+
+TASKS = {"dialogue": DialogueTask, "arithmetic": ArithmeticTask, "instructions": InstructionsTask}
 
 
 def read_lines(name: str) -> list[str]:
