@@ -1,4 +1,4 @@
-"""Held-out evaluation: arithmetic solve rates (greedy) and dialogue win rate against the base model.
+"""Held-out evaluation: arithmetic solve rates and IFEval's figures (greedy), dialogue win rate against the base model.
 
 Entry point with JSON out: ``python benchmarks/eval.py``. The problems and instructions here are never trained on:
 the arithmetic held-out set comes from a fixed seed and the data mode's generator excludes it; the dialogue list
@@ -7,38 +7,42 @@ the arithmetic held-out set comes from a fixed seed and the data mode's generato
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from lsp_env.rewards import PairwiseJudge
-from lsp_env.tasks import ArithmeticTask, DialogueTask, read_lines
+from lsp_env.tasks import ArithmeticTask, DialogueTask, InstructionsTask, read_lines
 from lsp_env.tasks import arithmetic
 
 from .policy import Policy
+
+
+def heldout_rates(policy: Policy, task, items: list[dict], max_new_tokens: int, batch_size: int = 64) -> dict:
+    """A task's held-out score of ``policy``: greedy answers to the items (in the solver messages of training),
+    scored by ``task.score``. Items of one ``level`` share batches (the arithmetic figures were measured so)."""
+    answers: list[str] = []
+    for _, group in itertools.groupby(items, key=lambda item: item.get("level")):
+        chats = [task.solver_messages(item["prompt"]) for item in group]
+        for start in range(0, len(chats), batch_size):
+            answers += [c.text for c in policy.generate(chats[start:start + batch_size], max_new_tokens=max_new_tokens,
+                                                        do_sample=False)]
+    return task.score(items, answers)
 
 
 def arithmetic_solve_rates(policy: Policy, n_per_level: int = 40, max_new_tokens: int = 32,
                            levels: tuple[str, ...] = tuple(arithmetic.LEVELS), batch_size: int = 64) -> dict:
     """Greedy solve rate per level, overall, and over the headline levels (1-digit sums, 2+1-digit sums, 1-digit products)."""
     task = ArithmeticTask()
-    problems = arithmetic.heldout_problems(n_per_level)
-    rates, solved_all, total_all = {}, 0, 0
-    for level in levels:
-        chats = [task.solver_messages(p) for p in problems[level]]
-        answers = []
-        for start in range(0, len(chats), batch_size):
-            answers += policy.generate(chats[start:start + batch_size], max_new_tokens=max_new_tokens, do_sample=False)
-        solved = sum(arithmetic.score_answer(a.text, arithmetic.evaluate(p)) for a, p in zip(answers, problems[level]))
-        rates[level] = solved / len(chats)
-        solved_all += solved
-        total_all += len(chats)
-    headline = [lvl for lvl in arithmetic.HEADLINE_LEVELS if lvl in rates]
-    counts = {lvl: len(problems[lvl]) for lvl in levels}
-    return {
-        "per_level": rates,
-        "overall": solved_all / total_all,
-        "headline": sum(rates[lvl] * counts[lvl] for lvl in headline) / max(sum(counts[lvl] for lvl in headline), 1),
-        "n": total_all,
-    }
+    return heldout_rates(policy, task, task.heldout(n_per_level=n_per_level, levels=levels), max_new_tokens, batch_size)
+
+
+def instruction_following_rates(policy: Policy, split: str = "test", max_new_tokens: int = 64, limit: int | None = None,
+                                batch_size: int = 64) -> dict:
+    """IFEval's four figures (``prompt_strict``, ``prompt_loose``, ``instruction_strict``, ``instruction_loose``),
+    greedy, and the rate per instruction id, on a split (``dev`` for choosing recipes, ``test`` for reporting) of the
+    held-out requests, whose topics are not in the training list."""
+    task = InstructionsTask(max_answer_tokens=max_new_tokens)
+    return {"split": split, **heldout_rates(policy, task, task.heldout(split)[:limit], max_new_tokens, batch_size)}
 
 
 def dialogue_win_rate(policy: Policy, base: Policy, judge=None, max_new_tokens: int = 128, limit: int | None = None) -> dict:

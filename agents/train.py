@@ -61,7 +61,7 @@ AGENTS = {"pg": "agents.pg:PGAgent", "grpo": "agents.grpo:GRPOAgent"}
 class TrainConfig:
     config: str | None = field(default=None, metadata={"help": "A YAML or JSON file of settings (these flags' and the agent's field names, and recipe); the command line overrides it. A run's own config.json works too: it repeats the run."})
     recipe: str | None = field(default=None, metadata={"help": "A named set of defaults over these flags and the agent's (explicit flags win; applied by the command line; the resolved values go to <output-dir>/config.json). Default: none, the plain defaults. " + describe_recipes() + "."})
-    env: str = field(default="LSP-Zero-v0", metadata={"help": "Registered env id: LSP-v0, LSP-Zero-v0, LSP-Arith-v0, LSP-Data-v0, LSP-Arith-Data-v0."})
+    env: str = field(default="LSP-Zero-v0", metadata={"help": "Registered env id: LSP-v0, LSP-Zero-v0, LSP-Arith-v0, LSP-IF-v0 and the data modes LSP-Data-v0, LSP-Arith-Data-v0, LSP-IF-Data-v0."})
     agent: str = field(default="grpo", metadata={"help": "pg or grpo."})
     model: str = field(default="embedded", metadata={"help": "embedded, tiny-random, an HF id, a local directory or a checkpoint-<step>/ of this tool (follow-up stage)."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft); the reference is then the base with adapters disabled."})
@@ -86,9 +86,10 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "Seeds torch, numpy, random and the envs."})
     save_every: int = field(default=0, metadata={"help": "Checkpoint every k iterations (0: only at the end)."})
     max_minutes: float = field(default=0.0, metadata={"help": "Stop after this many minutes of training (evaluation excluded); 0 = no limit."})
-    eval_every: int = field(default=0, metadata={"help": "Held-out arithmetic evaluation every k iterations (and before/after); 0 = off."})
+    eval_every: int = field(default=0, metadata={"help": "The task's held-out evaluation (arithmetic, instructions) every k iterations, and before and after; 0 = off."})
     eval_problems_per_level: int = field(default=40, metadata={"help": "Held-out problems per level for --eval-every."})
     eval_levels: str = field(default="headline", metadata={"help": "Levels evaluated during training: headline or all (the first and last evaluations cover all levels)."})
+    eval_split: str = field(default="test", metadata={"help": "Instructions task: the held-out split --eval-every scores, dev while choosing a recipe, test for reported figures (arithmetic has one held-out set)."})
     eval_at_start: bool = field(default=True, metadata={"help": "Evaluate the starting model (step 0) when --eval-every is set."})
     ddp_timeout: float = field(default=1800, metadata={"help": "Several processes: seconds a collective waits for a rank that stopped answering before every rank exits (transformers' name); a rank that dies is noticed at once."})
     report_to: str = field(default="none", metadata={"help": "Also send every metrics.jsonl field to: none, tensorboard, wandb, or several comma-separated (TRL's name); files under --output-dir; W&B is offline unless WANDB_MODE or a W&B login says otherwise."})
@@ -152,8 +153,11 @@ def build(cfg: TrainConfig, agent_cfg, agent_class=None):
         env_kwargs["quality"] = "self"
     if cfg.reward:
         env_kwargs["reward"] = cfg.reward
-    if cfg.example_levels and lsp_env.ENV_IDS.get(cfg.env, {}).get("task") in ("arithmetic", None):  # None: not ours
+    task = lsp_env.ENV_IDS.get(cfg.env, {}).get("task")  # None: an env id that is not ours
+    if cfg.example_levels and task in ("arithmetic", None):
         env_kwargs["task_options"] = {"example_levels": cfg.example_levels}
+    if task == "instructions":  # a request whose instructions need more words than the solver may write is invalid
+        env_kwargs["task_options"] = {"max_answer_tokens": agent_cfg.max_completion_length}
     # each rank plays its share of the N rounds (validate() checked that N divides)
     envs = gymnasium.make_vec(cfg.env, num_envs=cfg.num_queries // distributed.world_size(), **env_kwargs)
     assert isinstance(envs, lsp_env.LSPVectorEnv)
@@ -245,10 +249,21 @@ def keep_metrics_until(path: Path, step: int) -> None:
 
 
 # ---- the loop ---------------------------------------------------------------------------------------------------
-def evaluate(agent, cfg: TrainConfig, all_levels: bool = False) -> dict:
-    from lsp_env.tasks import arithmetic
+IF_FIGURES = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")
 
-    from .evaluate import arithmetic_solve_rates
+
+def evaluate(agent, cfg: TrainConfig, task, all_levels: bool = False) -> dict:
+    """The task's held-out evaluation (greedy) as ``eval/*`` metrics: arithmetic solve rates (headline levels, or
+    every level with ``all_levels``), or IFEval's four figures (and, with ``all_levels``, the rate per instruction)."""
+    from .evaluate import arithmetic_solve_rates, instruction_following_rates
+
+    if task.name == "instructions":
+        result = instruction_following_rates(agent.policy, cfg.eval_split, max_new_tokens=task.max_answer_tokens)
+        out = {f"eval/{k}": result[k] for k in IF_FIGURES}
+        if all_levels:
+            out.update({f"eval/{k}": v["strict"] for k, v in result["per_instruction"].items()})
+        return out
+    from lsp_env.tasks import arithmetic
 
     levels = arithmetic.HEADLINE_LEVELS if cfg.eval_levels == "headline" and not all_levels else tuple(arithmetic.LEVELS)
     result = arithmetic_solve_rates(agent.policy, cfg.eval_problems_per_level, levels=levels)
@@ -292,9 +307,10 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
     def report(line: dict) -> None:  # rank 0: metrics.jsonl, then the trackers
         _append(metrics_path, line)
         trackers.log(line)
-    evaluating = cfg.eval_every > 0 and "Arith" in cfg.env and is_main  # no collectives inside: the others go on
+    task = envs.task
+    evaluating = cfg.eval_every > 0 and hasattr(task, "heldout") and is_main  # no collectives inside: the others go on
     if evaluating and step == 0 and cfg.eval_at_start:
-        lines.append({"step": 0, "world_size": world_size, **evaluate(agent, cfg, all_levels=True)})
+        lines.append({"step": 0, "world_size": world_size, **evaluate(agent, cfg, task, all_levels=True)})
         report(lines[-1])
     trained_seconds = 0.0
     last_saved = step
@@ -329,7 +345,7 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
                     "iteration": seconds, "generate": metrics.get("time/generate"), "update": metrics["time/update"]},
                     peak * world_size, metrics["tokens/generated"]))
             if evaluating and step % cfg.eval_every == 0 and step != cfg.iterations:
-                metrics.update(evaluate(agent, cfg))
+                metrics.update(evaluate(agent, cfg, task))
                 if counter is not None:
                     counter.reset()
             metrics["time/trained"] = trained_seconds
@@ -341,7 +357,7 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
                 save_checkpoint(output_dir, step, agent, record)
                 last_saved, have_checkpoint = step, True
     if evaluating and step:  # the final evaluation covers every level
-        final = {"step": step, "world_size": world_size, "final": True, **evaluate(agent, cfg, all_levels=True)}
+        final = {"step": step, "world_size": world_size, "final": True, **evaluate(agent, cfg, task, all_levels=True)}
         report(final)
         lines.append(final)
     if step != last_saved or not have_checkpoint:

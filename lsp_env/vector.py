@@ -42,6 +42,11 @@ class LSPVectorEnv(VectorEnv):
         self._done = np.ones(num_envs, dtype=bool)
         self._last_obs = [None] * num_envs
 
+    @property
+    def task(self):
+        """The sub-envs' task (they share one kind): its prompts, query parsing and held-out evaluation."""
+        return self.envs[0].task
+
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         mask = np.ones(self.num_envs, dtype=bool) if not options or "reset_mask" not in options else np.asarray(options["reset_mask"])
         seeds = seed if isinstance(seed, (list, tuple)) else [None if seed is None else seed + i for i in range(self.num_envs)]

@@ -92,6 +92,27 @@ class ArithmeticTask:
     def default_prompts(self) -> list[str]:
         return arithmetic.training_problems(2000)
 
+    heldout_splits = ("test",)
+
+    def heldout(self, split: str = "test", n_per_level: int = 40, levels: tuple[str, ...] | None = None) -> list[dict]:
+        """The held-out problems (a fixed seed; the data mode's generator never draws them): ``{"prompt", "level"}``."""
+        if split not in self.heldout_splits:
+            raise ValueError(f"split={split!r}: arithmetic has one held-out set, {self.heldout_splits}")
+        problems = arithmetic.heldout_problems(n_per_level)
+        return [{"prompt": p, "level": level} for level in (levels or arithmetic.LEVELS) for p in problems[level]]
+
+    def score(self, items: list[dict], answers: list[str]) -> dict:
+        """Solve rate per level, overall, and over the headline levels present (1-digit sums, 2+1-digit sums,
+        1-digit products): ``{"per_level", "overall", "headline", "n"}``."""
+        solved: dict[str, list[float]] = {}
+        for item, answer in zip(items, answers, strict=True):
+            solved.setdefault(item["level"], []).append(arithmetic.score_answer(answer, arithmetic.evaluate(item["prompt"])))
+        headline = [x for level in arithmetic.HEADLINE_LEVELS for x in solved.get(level, [])]
+        every = [x for xs in solved.values() for x in xs]
+        return {"per_level": {level: sum(xs) / len(xs) for level, xs in solved.items()},
+                "overall": sum(every) / max(len(every), 1), "headline": sum(headline) / max(len(headline), 1),
+                "n": len(every)}
+
 
 IF_CHALLENGER_SYSTEM = (
     "You write requests for an AI assistant. Each request asks for a short piece of writing and adds one to three "
