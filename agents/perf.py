@@ -61,7 +61,7 @@ class FlopCounter:
 
 
 def peak_flops(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", size: int = 2048) -> float:
-    """This machine's matmul FLOP/s in ``dtype`` (median of a few timed square matmuls), measured once and cached."""
+    """This machine's matmul FLOP/s in ``dtype`` (the best of a few timed square matmuls), measured once and cached."""
     device = torch.device(device)
     key = f"{device.type}:{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}:{dtype}:{torch.get_num_threads()}"
     path = models.cache_dir() / "peak_flops.json"
@@ -80,7 +80,7 @@ def peak_flops(dtype: torch.dtype = torch.float32, device: str | torch.device = 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    flops = 2 * size**3 / sorted(times[1:])[len(times[1:]) // 2]  # the first run warms the kernels up
+    flops = 2 * size**3 / min(times[1:])  # the first run warms the kernels up; the best run is the least disturbed
     try:  # best effort: another process may write at the same time, the value is the same kind of number
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp-{os.getpid()}")

@@ -77,12 +77,15 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
     timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t
     rows = np.flatnonzero(active)
     t = time.perf_counter()
+    asked = None
     for j in range(num_generations):
         actions = [""] * num_envs
         for k, i in enumerate(rows):
             actions[i] = answers[k * num_generations + j].text
         _, _, terminated, _, info = envs.step(actions)
         if j == num_generations - 1:
+            if "instructions" in info:  # what the queries asked for (instruction following): the challenger's mix
+                asked = [[inst["id"] for inst in info["instructions"][i]] for i in rows]
             for i in rows:
                 solver_rewards[i] = [float(r) for r in info["rewards"]["solver"][i]]
                 group_values.append(float(info["group_value"][i]))
@@ -99,6 +102,12 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
                                  [a.text for a in answers], [c.text for c, role, _ in samples if role == CHALLENGER])
         timings["monitor"] = time.perf_counter() - t
 
+    mix = None
+    if asked is not None:
+        mix = {"queries": len(asked), "instructions": sum(map(len, asked))}
+        for ids in asked:
+            for name in set(ids):
+                mix[f"queries_asking/{name}"] = mix.get(f"queries_asking/{name}", 0) + 1
     rewards, seen = [], {}  # the j-th solver sample of round g got solver_rewards[g][j]
     for _, role, g in samples:
         if role == CHALLENGER:
@@ -118,7 +127,21 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
     batch.metrics = _round_metrics(batch, invalid, num_envs, group_values, timings, time.perf_counter() - start)
     if hacking is not None:
         batch.metrics.update(hacking_metrics(distributed.sum_across(hacking)))
+    if mix is not None:  # instruction following: the share of the valid queries asking for each instruction id
+        mix = {key: sum(counts) for key, counts in _merge_counts(distributed.gather_objects(mix)).items()}
+        batch.metrics["instructions/per_query"] = mix.pop("instructions") / max(mix["queries"], 1)
+        queries = mix.pop("queries")
+        batch.metrics.update({f"instructions/{k.split('/', 1)[1]}": v / max(queries, 1) for k, v in sorted(mix.items())})
     return batch
+
+
+def _merge_counts(per_rank: list[dict]) -> dict[str, list[int]]:
+    """Counts of every rank, by key (ranks may have seen different keys)."""
+    merged: dict[str, list[int]] = {}
+    for counts in per_rank:
+        for key, value in counts.items():
+            merged.setdefault(key, []).append(value)
+    return merged
 
 
 def _round_metrics(batch: Batch, invalid: int, num_envs: int, group_values: list[float], timings: dict,
