@@ -41,3 +41,27 @@ def test_compare_algorithms_chains_stages_and_writes_its_results(tmp_path):
     assert set(arms) == {"arithmetic", "dialogue"} and arms["arithmetic"]["data"]["seeds"] == 2
     assert result["before"]["dialogue"] == 0.5 and result["budget"] == {"iterations": 4}
     assert not list((tmp_path / "runs").rglob("checkpoint-*"))  # checkpoints removed once evaluated
+
+
+def test_the_instruction_following_head_to_head_writes_its_results(tmp_path):
+    out = tmp_path / "if.json"
+    subprocess.run(
+        [sys.executable, "benchmarks/learning_curve_instructions.py", "--model", "tiny-random", "--iterations", "2",
+         "--minutes", "0", "--eval-every", "1", "--seeds", "1", "--lsp-seeds", "1", "--arms", "data,lsp_kl",
+         "--split", "dev", "--output", str(out), "--workdir", str(tmp_path / "runs"), "--quiet", "--",
+         "--num-queries", "2", "--num-generations", "2", "--max-completion-length", "8"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    )
+    result = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0
+    figures = {"prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose"}
+    assert set(result["before"]) == figures and result["split"] == "dev"
+    assert set(result["arms"]) == {"data", "lsp_kl"}
+    for arm in result["arms"].values():
+        assert arm["seeds"] == 1 and set(arm["after"]) == set(arm["after_std"]) == figures
+        (run,) = arm["runs"]
+        assert run["iterations"] == 2 and len(run["curve"]) == 2 and run["after_per_type"]
+    data_run = result["arms"]["data"]["runs"][0]
+    assert all(mix for _, mix in data_run["asked_curve"])  # the data's requests: every iteration asks for something
+    config = json.loads((tmp_path / "runs" / "lsp_kl-seed0" / "config.json").read_text())
+    assert config["recipe"] == "paper" and config["train"]["quality"] and config["agent"]["max_completion_length"] == 8

@@ -1,0 +1,175 @@
+"""Head-to-head in the paper's own domain: instruction following with verifiable instructions (IFEval-style).
+
+Arms, each trained from the embedded model for the same wall-clock budget with ``lsp-train`` (one subprocess per
+arm and seed, one at a time so each has the whole machine):
+  data      GRPO on `LSP-IF-Data-v0` (requests from the training list; held-out topics excluded)
+  lsp_zero  GRPO self-play on `LSP-IF-v0`, no data
+  lsp       the same with the self-quality reward (`--quality`)
+  lsp_kl    the paper's recipe (`--recipe paper`: REINFORCE, A = R − V, sequence log-probability, β = 0.04) with
+            the self-quality reward
+Held-out IFEval figures (greedy; `prompt_strict`, `prompt_loose`, `instruction_strict`, `instruction_loose`) before
+and after, on `--split` (``dev`` while choosing a recipe, ``test`` for reported figures), the rate per instruction
+type, and what the challenger learned to ask: its mix of instruction types and its invalid-query rate over training.
+
+    python benchmarks/learning_curve_instructions.py --split test          # 10 min per arm: 3 + 3 + 2 + 2 runs
+    python benchmarks/learning_curve_instructions.py --minutes 2 --seeds 1 --lsp-seeds 1 --split dev --output /tmp/if.json
+
+Writes JSON (``before``: the starting model's four figures; ``arms``: arm → ``{"seeds", "after", "after_std",
+"runs"}``), a PNG beside it, and a table. Shares ``lsp_train`` with ``learning_curve.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.learning_curve import lsp_train  # noqa: E402
+
+FIGURES = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")
+# every arm but lsp_kl shares the tuned GRPO recipe (its arithmetic-only parts do not apply here); the answer budget
+# is 64 tokens, which also bounds the requests the env accepts (`max_answer_tokens`)
+RECIPE = ["--recipe", "tuned", "--max-completion-length", "64"]
+ARMS = {
+    "data": ["--env", "LSP-IF-Data-v0", *RECIPE],
+    "lsp_zero": ["--env", "LSP-IF-v0", *RECIPE],
+    "lsp": ["--env", "LSP-IF-v0", "--quality", *RECIPE],
+    "lsp_kl": ["--env", "LSP-IF-v0", "--quality", "--recipe", "paper", "--max-completion-length", "64"],
+}
+
+
+def read_run(lines: list[dict]) -> dict:
+    """Iterations, the held-out figures after training (and the per-type rates), and the challenger's curves."""
+    trained = [line for line in lines if "time/iteration" in line]
+    evals = [line for line in lines if "eval/prompt_strict" in line]
+    final = evals[-1] if evals else {}
+    return {
+        "iterations": trained[-1]["step"] if trained else 0,
+        "trained_seconds": trained[-1]["time/trained"] if trained else 0.0,
+        "after": {k: final.get(f"eval/{k}") for k in FIGURES},
+        "after_per_type": {k[5:]: v for k, v in final.items() if k.startswith("eval/") and ":" in k},
+        "curve": [(line.get("time/trained", 0.0), line["eval/prompt_strict"]) for line in evals],
+        "solver_reward_curve": [(line["step"], line["reward/solver"]) for line in trained if "reward/solver" in line],
+        "invalid_query_curve": [(line["step"], line["invalid_query_rate"]) for line in trained],
+        # the share of the iteration's valid queries asking for each instruction type
+        "asked_curve": [(line["step"], {k[13:]: v for k, v in line.items() if k.startswith("instructions/")
+                                        and k != "instructions/per_query"}) for line in trained],
+    }
+
+
+def summarise(before: dict, runs: list[dict], args) -> dict:
+    import numpy as np
+
+    arms = {}
+    for arm in dict.fromkeys(r["arm"] for r in runs):
+        mine = [r for r in runs if r["arm"] == arm]
+        arms[arm] = {
+            "seeds": len(mine),
+            "after": {k: float(np.mean([r["after"][k] for r in mine])) for k in FIGURES},
+            "after_std": {k: float(np.std([r["after"][k] for r in mine])) for k in FIGURES},
+            "iterations_mean": float(np.mean([r["iterations"] for r in mine])),
+            "runs": mine,
+        }
+    gains = {arm: a["after"]["prompt_strict"] - before["prompt_strict"] for arm, a in arms.items()}
+    data_gain = gains.get("data", 0.0)
+    return {
+        "before": {k: before[k] for k in FIGURES}, "before_per_type": before["per_instruction"], "arms": arms,
+        "gain_ratio": {arm: g / data_gain for arm, g in gains.items() if arm != "data"} if data_gain > 0 else None,
+        "split": args.split, "budget_minutes_per_arm": args.minutes, "arm_flags": ARMS, "model": args.model,
+        "bf16": args.bf16, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (curves, asked) = plt.subplots(1, 2, figsize=(12, 4))
+    for k, (arm, summary) in enumerate(result["arms"].items()):
+        for n, run in enumerate(summary["runs"]):
+            xs = [0.0] + [t / 60 for t, _ in run["curve"]]
+            ys = [result["before"]["prompt_strict"]] + [v for _, v in run["curve"]]
+            curves.plot(xs, ys, marker="o", color=f"C{k}", alpha=0.8, label=None if n else arm)
+    curves.set_xlabel("training minutes")
+    curves.set_ylabel(f"held-out prompt-level strict accuracy ({result['split']})")
+    curves.legend()
+    selfplay = next((s["runs"][0] for arm, s in result["arms"].items() if arm != "data"), None)
+    if selfplay and selfplay["asked_curve"]:
+        names = sorted({name for _, mix in selfplay["asked_curve"] for name in mix})
+        for name in names:
+            asked.plot([step for step, _ in selfplay["asked_curve"]],
+                       [mix.get(name, 0.0) for _, mix in selfplay["asked_curve"]], label=name.split(":")[1])
+        asked.set_title(f"what the challenger asks ({selfplay['arm']}, seed {selfplay['seed']})")
+        asked.set_xlabel("iteration")
+        asked.set_ylabel("share of valid queries")
+        asked.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per arm and seed")
+    parser.add_argument("--iterations", type=int, default=100000, help="or an iteration budget (plumbing tests)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds for data and lsp_zero")
+    parser.add_argument("--lsp-seeds", type=int, default=2, help="seeds for lsp and lsp_kl")
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--split", choices=("dev", "test"), default="test")
+    parser.add_argument("--eval-every", type=int, default=15)
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: where the CPU has fast bf16")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks/results/learning_curve_instructions.json"))
+    parser.add_argument("--workdir", default=str(ROOT / "runs/learning_curve_instructions"))
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("extra", nargs="*", help="more lsp-train flags for every arm (after --)")
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from agents.evaluate import instruction_following_rates
+    from agents.policy import Policy
+    from lsp_env.models import bf16_supported
+
+    if args.bf16 is None:
+        args.bf16 = bf16_supported()
+    console = Console()
+    console.print(f"evaluating the starting model on the held-out {args.split} split ...")
+    before = instruction_following_rates(Policy(args.model, bf16=args.bf16), args.split, max_new_tokens=64)
+    runs = []
+    for arm in args.arms.split(","):
+        for seed in range(args.seeds if arm in ("data", "lsp_zero") else args.lsp_seeds):
+            console.print(f"training {arm} seed {seed} ...")
+            flags = [*ARMS[arm], *args.extra, "--model", args.model, "--seed", str(seed), "--iterations",
+                     str(args.iterations), "--max-minutes", str(args.minutes), "--eval-every", str(args.eval_every),
+                     "--eval-at-start", "false", "--eval-split", args.split, "--bf16", "true" if args.bf16 else "false"]
+            start = time.time()
+            lines = lsp_train(flags, Path(args.workdir) / f"{arm}-seed{seed}", args.quiet)
+            runs.append({"arm": arm, "seed": seed, "wall_seconds": time.time() - start, **read_run(lines)})
+            result = summarise(before, runs, args)
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(result, indent=1))  # partial results survive an interruption
+    plot(result, Path(args.output).with_suffix(".png"))
+    table = Table("arm", "seeds", "iterations", *FIGURES, title=f"held-out IFEval figures ({args.split}, greedy)")
+    table.add_row("before", "", "", *(f"{result['before'][k]:.3f}" for k in FIGURES))
+    for arm, s in result["arms"].items():
+        table.add_row(arm, str(s["seeds"]), f"{s['iterations_mean']:.0f}",
+                      *(f"{s['after'][k]:.3f} ± {s['after_std'][k]:.3f}" for k in FIGURES))
+    console.print(table)
+    console.print(f"gain ratio of prompt_strict against data: {result['gain_ratio']}")
+
+
+if __name__ == "__main__":
+    main()
