@@ -45,6 +45,8 @@ class ValueBaselineAgent(LLMAgent):
 
 if __name__ == "__main__":
     cfg, agent_cfg = parse_args()
+    if cfg.beta or cfg.challenger_beta or cfg.solver_beta:  # this loss has no KL term: refuse rather than ignore it
+        raise SystemExit("custom_agent.py has no KL term: drop --beta / --challenger-beta / --solver-beta")
     validate(cfg, agent_cfg)
     _, envs, agent = build(cfg, agent_cfg, agent_class=ValueBaselineAgent)
     train(agent, envs, cfg)

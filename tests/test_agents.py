@@ -160,9 +160,31 @@ def test_zero_advantage_samples_are_skipped_without_changing_the_update():
 
     batch = Batch([[0], [1], [2], [3]], [[7], [8], [9], [9]], torch.tensor([1, 1, 1, 1]),
                   torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]), ["a", "b", "c", "d"])
-    agent = PGAgent(FixedLogpsPolicy(logps, logps), KLHook(), PGConfig(scale_rewards="none"))
+    agent = PGAgent(FixedLogpsPolicy(logps, logps), KLHook(), PGConfig(scale_rewards="none", max_grad_norm=0))
     prep = agent.prepare(batch)
     assert prep.index == [0, 1]  # group 1 is all-equal: no advantage, no KL -> no forward/backward for it
+    calls = []
+    real = agent.policy.completion_logps
+
+    def spy(prompts, completions, **kwargs):
+        calls.append([p[0] for p in prompts])
+        return real(prompts, completions, **kwargs)
+
+    agent.policy.completion_logps = spy
+    skipped = agent.update(batch)
+    assert calls == [[0, 1]]  # the skipped rows never went through the model
+
+    class TrainEveryRow(PGAgent):
+        def prepare(self, batch):
+            prep = super().prepare(batch)
+            prep.index = list(range(len(batch)))
+            return prep
+
+    # the same update with every row trained: the skipped rows would have contributed nothing
+    everyone = TrainEveryRow(FixedLogpsPolicy(logps, logps), KLHook(), PGConfig(scale_rewards="none", max_grad_norm=0))
+    full = everyone.update(batch)
+    assert torch.equal(agent.policy.param, everyone.policy.param) and agent.policy.param.ne(logps).any()
+    assert (skipped["loss/solver"], skipped["grad_norm"]) == (full["loss/solver"], full["grad_norm"])
 
 
 # ---- real updates on the tiny model -------------------------------------------------------------------------
@@ -183,7 +205,10 @@ def test_update_changes_the_policy_and_reports_metrics(tiny_envs, agent_class, c
     agent = agent_class(policy, KLHook(beta=0.1), config)
     before = [p.detach().clone() for p in policy.model.parameters()]
     batch = play_iteration(tiny_envs, agent, num_generations=2, seed=0)
-    assert (batch.roles == 0).sum() + (batch.roles == 1).sum() == len(batch)
+    # 2 queries, each answered twice unless invalid: every answer belongs to a valid query's round
+    valid = round(2 * (1 - batch.metrics["invalid_query_rate"]))
+    assert (batch.roles == 0).sum() == 2 and (batch.roles == 1).sum() == 2 * valid
+    assert all(int(g) in range(2) for g in batch.groups) and len(batch.texts) == len(batch)
     metrics = agent.update(batch)
     assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
     assert "kl/solver" in metrics and metrics["grad_norm"] > 0
@@ -485,8 +510,11 @@ def test_custom_agent_example_runs(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "examples/custom_agent.py"), *TINY, "--iterations", "2",
                     "--output-dir", str(out)], check=True, cwd=ROOT, capture_output=True)
     lines = read_metrics(out / "metrics.jsonl")
-    assert len(lines) == 2 and all("loss/value" in line for line in lines)
-    assert len((ROOT / "examples/custom_agent.py").read_text().splitlines()) < 60
+    assert [line["step"] for line in lines] == [1, 2] and all(line["loss/value"] >= 0 for line in lines)
+    assert lines[1]["loss/value"] != lines[0]["loss/value"]  # the value baseline is being fit
+    refused = subprocess.run([sys.executable, str(ROOT / "examples/custom_agent.py"), *TINY, "--beta", "0.1",
+                              "--output-dir", str(tmp_path / "kl")], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode != 0 and "has no KL term" in refused.stderr and not (tmp_path / "kl").exists()
 
 
 def test_micro_batches_keep_a_group_together_so_its_prompt_runs_once():

@@ -5,6 +5,7 @@ import math
 
 import gymnasium
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import lsp_env  # noqa: F401
@@ -36,5 +37,13 @@ def test_lsp_train_on_the_embedded_model(tmp_path):
     train_main(["--env", "LSP-Zero-v0", "--agent", "grpo", "--iterations", "1", "--num-queries", "2",
                 "--num-generations", "2", "--max-completion-length", "24", "--beta", "0.04", "--output-dir", str(tmp_path)])
     (line,) = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert math.isfinite(line["loss/solver"]) and line["tokens/generated"] > 0
-    assert (tmp_path / "checkpoint-1" / "model.safetensors").exists()
+    assert math.isfinite(line["loss/solver"]) and line["tokens/generated"] > 0 and line["trained_samples"] > 0
+    assert line["kl/solver"] >= 0 and line["grad_norm"] > 0  # k3 >= 0; beta > 0 puts every sample in the loss
+    assert 0 <= line["hacking/number_ending"] <= 1 and "hacking/suffix_sensitivity" in line  # a judge-rewarded run
+    # the checkpoint holds the updated weights: they load, and they moved away from the embedded model's
+    from safetensors.torch import load_file
+
+    from lsp_env.models import embedded_dir
+
+    trained, base = load_file(tmp_path / "checkpoint-1" / "model.safetensors"), load_file(embedded_dir() / "model.safetensors")
+    assert trained.keys() == base.keys() and any(not torch.equal(trained[k], base[k]) for k in base)

@@ -267,7 +267,7 @@ def test_data_mode_prompt_list_substitutes():
 
 
 def test_data_mode_rejects_empty_prompt_list():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"prompts=\[\]: data mode needs at least one prompt"):
         make("LSP-Data-v0", prompts=[])
 
 
@@ -341,11 +341,16 @@ def test_non_finite_hook_score_raises():
         env.step("answer")
 
 
-def test_bad_constructor_arguments_raise():
-    for kwargs in ({"num_generations": 0}, {"payoff": "nope"}, {"task": "chess"}, {"reward": "nope"},
-                   {"render_mode": "rgb_array"}):
-        with pytest.raises(ValueError):
-            LSPEnv(model="tiny-random", **{"reward": "length", **kwargs})
+@pytest.mark.parametrize("kwargs,message", [
+    ({"num_generations": 0}, r"num_generations=0: the solver must answer at least once"),
+    ({"payoff": "nope"}, r"payoff='nope': use one of"),
+    ({"task": "chess"}, r"task='chess': use one of"),
+    ({"reward": "nope"}, r"unknown hook 'nope'"),
+    ({"render_mode": "rgb_array"}, r"render_mode='rgb_array': use one of"),
+])
+def test_bad_constructor_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LSPEnv(model="tiny-random", **{"reward": "length", **kwargs})
 
 
 # ---- seeding --------------------------------------------------------------------------------------------------------
@@ -356,7 +361,10 @@ def test_arith_challenger_prompt_follows_the_seed():
     assert messages(a, 0) != messages(a, 1)
     # three earlier turns in which the challenger answered with an example problem drawn from np_random
     examples = [m["content"] for m in messages(a, 0) if m["role"] == "assistant"]
-    assert len(examples) == 3 and all(arithmetic.evaluate(e) is not None for e in examples)
+    # each one a canonical problem of the grammar (evaluate raises on anything else), and not all the same
+    assert len(examples) == 3 and all(arithmetic.parse_problem(e)[0] == e for e in examples) and len(set(examples)) > 1
+    for e in examples:
+        arithmetic.evaluate(e)
     # unseeded resets continue the seeded stream identically
     a.reset(seed=7), b.reset(seed=7)
     assert a.reset()[1]["messages"] == b.reset()[1]["messages"]
