@@ -54,7 +54,7 @@ def _resolve_hook(hook, model):
 class Pending:
     """A step's action once parsed, waiting for its scores (so a vector env can score all sub-envs in one call)."""
 
-    kind: str                 # "query", "invalid" or "answer"
+    kind: str                 # "query", "invalid", "answer" or "ended" (a step after the round ended)
     query: str | None = None
     answer: str | None = None
     info: dict = field(default_factory=dict)
@@ -107,7 +107,8 @@ class LSPEnv(gym.Env):
        empty, over-long, or (dialogue) no letter or digit, (arithmetic) no well-formed problem, (instructions) no
        recognised instruction, contradicting ones, or one no answer within the budget can follow.
     3. Truncation: never.
-    ``step`` before ``reset`` or after the end raises ``gymnasium.error.ResetNeeded``.
+    ``step`` before ``reset`` raises ``gymnasium.error.ResetNeeded``; after the end it warns once (Gymnasium's
+    convention) and changes nothing: reward 0, ``terminated`` True, the action ignored.
 
     ## Arguments
     - ``task``: ``"dialogue"`` (``LSP-v0``, ``LSP-Zero-v0``), ``"arithmetic"`` (``LSP-Arith-v0``) or
@@ -194,6 +195,7 @@ class LSPEnv(gym.Env):
     # ---- the turn machine ------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        self._warned_done = False
         self._query = None
         self._raw: list[float] = []
         self._quality: list[float] = []
@@ -218,8 +220,12 @@ class LSPEnv(gym.Env):
         """First half of ``step``: check and parse the action, advance the turn; scoring is left to the caller."""
         if self._phase == "needs_reset":
             raise gym.error.ResetNeeded("Call reset before using step method.")
-        if self._phase == "done":
-            raise gym.error.ResetNeeded("The round has ended (terminated=True): call reset() to start a new one.")
+        if self._phase == "done":  # Gymnasium's convention (CartPole): warn once, then a step that changes nothing
+            if not self._warned_done:
+                gym.logger.warn("step() called after the round ended (terminated=True): the action is ignored, the "
+                                "reward is 0; call reset() to start a new round.")
+                self._warned_done = True
+            return Pending("ended")
         if not isinstance(action, str):
             raise TypeError(
                 f"action must be a str (the model's completion text), got {type(action).__name__}: "
@@ -238,6 +244,8 @@ class LSPEnv(gym.Env):
 
     def finish(self, pending: Pending, raw: float = 0.0, quality: float = 0.0):
         """Second half of ``step``: apply the scores of an answer (if any) and return the step's 5-tuple."""
+        if pending.kind == "ended":
+            return self._observation(), 0.0, True, False, self._info()
         if pending.kind == "query":
             obs, info = self._start_solver(pending.query, pending.info)
             return obs, 0.0, False, False, info

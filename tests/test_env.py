@@ -190,8 +190,9 @@ def test_invalid_query_ends_round(env_id, kind):
     assert isinstance(info["invalid_reason"], str) and info["invalid_reason"]
     assert info["rewards"] == {"challenger": -2.5, "solver": []}
     assert hook.batches == []
-    with pytest.raises(gymnasium.error.ResetNeeded):
-        env.step("anything")
+    with pytest.warns(UserWarning, match="after the round ended"):
+        assert env.step("anything")[1:3] == (0.0, True)
+    assert hook.batches == []  # the ignored action was never scored
 
 
 def test_invalid_query_default_penalty_and_length_boundary():
@@ -273,7 +274,7 @@ def test_data_mode_rejects_empty_prompt_list():
 
 # ---- misuse ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("env_id", ["LSP-Zero-v0", "LSP-Arith-Data-v0"])
-def test_step_before_reset_and_after_end_raise_reset_needed(env_id):
+def test_step_before_reset_raises_and_after_the_end_warns_once_and_changes_nothing(env_id):
     env = make(env_id, num_generations=1)
     with pytest.raises(gymnasium.error.ResetNeeded):
         env.unwrapped.step("hello")  # the env itself, not only gymnasium's OrderEnforcing wrapper
@@ -283,8 +284,10 @@ def test_step_before_reset_and_after_end_raise_reset_needed(env_id):
     if not env.unwrapped.data_mode:
         env.step("Name three prime numbers.")
     assert env.step("42")[2]
-    with pytest.raises(gymnasium.error.ResetNeeded):
-        env.step("one more")
+    with pytest.warns(UserWarning, match="after the round ended") as warned:
+        obs, reward, terminated, truncated, info = env.step("one more")
+        env.step("and another")  # warned once only
+    assert len(warned) == 1 and (reward, terminated, truncated) == (0.0, True, False) and "rewards" not in info
     env.reset(seed=0)  # reset makes it usable again
     env.step("Name three prime numbers." if not env.unwrapped.data_mode else "42")
 
