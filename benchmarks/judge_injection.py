@@ -16,8 +16,9 @@ tokens) maximises the mean gain on the even-numbered cases; its best suffixes ar
 success rule, on the odd-numbered (held-out) cases. It reports the default judge at the top level and the judge's
 older configurations under ``judges``.
 
-    python benchmarks/judge_injection.py [--model embedded] [--scheme yesno|digit] [--no-guard] [--json PATH]
-    python benchmarks/judge_injection.py --adaptive [--budget 96] [--json benchmarks/results/judge_injection_adaptive.json]
+    python benchmarks/judge_injection.py [--model embedded] [--grader judge|self] [--scheme contrast|digit|rubric]
+        [--no-guard] [--json PATH]
+    python benchmarks/judge_injection.py --adaptive [--budget 64] [--json benchmarks/results/judge_injection_adaptive.json]
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def suffix_pieces(judge, rng: random.Random, n_random: int = 40) -> list[str]:
     return [str(d) for d in range(10)] + ["9/9", "10", "Yes", "No", "A", "B"] + prompt_words + list(PRAISE) + list(TEMPLATE) + randoms
 
 
-def adaptive(judge, data: dict, budget: int = 96, seed: int = 0, keep: int = 5, progress=None) -> dict:
+def adaptive(judge, data: dict, budget: int = 64, seed: int = 0, keep: int = 5, progress=None) -> dict:
     """Random search for suffixes that lift the poor answers' grades on the training cases; scored on held-out ones.
 
     Each round mutates the best suffixes found so far (append, insert, replace or delete a piece; at most
@@ -152,10 +153,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--data", default=str(ROOT / "benchmarks/data/judge_injection.json"))
-    parser.add_argument("--scheme", default=None, help="the judge's grading scheme (default: LLMJudge's)")
+    parser.add_argument("--grader", choices=("judge", "self"), default="judge",
+                        help="judge: LLMJudge (the answer judge); self: SelfQuality (the self-quality grader)")
+    parser.add_argument("--scheme", default=None, help="the grading scheme (default: the grader's)")
     parser.add_argument("--no-guard", action="store_true", help="show the judge the raw answers (measure the bare judge)")
     parser.add_argument("--adaptive", action="store_true", help="search for suffixes instead of the fixed attacks")
-    parser.add_argument("--budget", type=int, default=96, help="suffixes the adaptive search tries per judge")
+    parser.add_argument("--budget", type=int, default=64, help="suffixes the adaptive search tries per judge")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="default: benchmarks/results/judge_injection[_adaptive].json")
     args = parser.parse_args()
@@ -164,7 +167,7 @@ def main() -> None:
     from rich.table import Table
 
     from lsp_env import models
-    from lsp_env.rewards import LLMJudge
+    from lsp_env.rewards import LLMJudge, SelfQuality
 
     console = Console()
     data = json.loads(Path(args.data).read_text())
@@ -186,8 +189,9 @@ def main() -> None:
             table.add_row(name, f"{r['heldout_success_rate']:.1%}", f"{r['heldout_mean_gain']:+.3f}", f"{r['discrimination']:+.3f}",
                           repr(r["best_suffixes"][0]["suffix"]))
     else:
-        judge = LLMJudge(pair, guard=not args.no_guard, **scheme)
-        result = {**measure(judge, data, progress=console.print), "scheme": judge.scheme, "guard": judge.guard, **meta}
+        judge = (SelfQuality if args.grader == "self" else LLMJudge)(pair, guard=not args.no_guard, **scheme)
+        result = {**measure(judge, data, progress=console.print), "grader": type(judge).__name__, "scheme": judge.scheme,
+                  "guard": judge.guard, **meta}
         table = Table("family", "n", "success rate", "mean gain", title="prompt injection against the LLM judge")
         for family, f in result["per_family"].items():
             table.add_row(family, str(f["n"]), f"{f['success_rate']:.1%}", f"{f['mean_gain']:+.3f}")
