@@ -161,12 +161,13 @@ class LLMJudge:
     def __call__(self, queries: Sequence[str], answers: Sequence[str]) -> list[float]:
         pairs = list(zip(queries, answers, strict=True))
         if self.scheme == "contrast":
-            parts = [self.contrast_ids(q, a) for q, a in pairs]
-            logps = continuation_logprobs(self.model, self.tokenizer, [p for e, c, _ in parts for p in (e, c)],
-                                          [a for *_, a in parts for _ in range(2)], self.batch_size)
-            ratios = [logps[2 * i] - logps[2 * i + 1] for i in range(len(parts))]
+            parts = [tuple(map(tuple, self.contrast_ids(q, a))) for q, a in pairs]
+            unique = list(dict.fromkeys(parts))  # texts the guard cuts to the same reply are scored once
+            logps = continuation_logprobs(self.model, self.tokenizer, [list(p) for e, c, _ in unique for p in (e, c)],
+                                          [list(a) for *_, a in unique for _ in range(2)], self.batch_size)
+            ratio = {u: logps[2 * i] - logps[2 * i + 1] for i, u in enumerate(unique)}
             # no answer left (empty, or all of it grader talk the guard dropped) is no answer: 0, not a neutral 0.5
-            return [1.0 / (1.0 + math.exp(-r / self.temperature)) if a else 0.0 for r, (*_, a) in zip(ratios, parts)]
+            return [1.0 / (1.0 + math.exp(-ratio[p] / self.temperature)) if p[2] else 0.0 for p in parts]
         n = 8 if self.scheme == "rubric" else 10
         probs = next_token_probs(self.model, self.tokenizer, [self.prompt_ids(q, a) for q, a in pairs], self.digit_ids[:n], self.batch_size)
         return [float((p * torch.arange(float(n))).sum() / (n - 1)) for p in probs]
