@@ -236,7 +236,8 @@ class PairwiseJudge:
     1 (the answer wins both), 0 (loses both) or 0.5 (the orders disagree: a tie), AlpacaEval-style.
     :meth:`preference` returns the probability itself, averaged over both orders: a judge with a strong position
     bias (the embedded 135M one prefers whichever answer comes first, P ~ 0.9 in both orders) ties every discrete
-    comparison, while the averaged probability still moves with the answers.
+    comparison, while the averaged probability still moves with the answers. The question is restated after both
+    answers, so the last thing the judge reads before the letter is the project's text, not an answer's.
     """
 
     def __init__(self, model="embedded", batch_size: int = 8, guard: bool = True):
