@@ -195,23 +195,33 @@ def next_token_probs(model, tokenizer, prompts: list[list[int]], candidates: lis
 
 
 @torch.inference_mode()
-def continuation_logprobs(model, tokenizer, prompts: list[list[int]], continuations: list[list[int]], batch_size: int = 8) -> list[float]:
-    """For each prompt, the summed log-probability of its continuation's tokens (0.0 for an empty continuation)."""
+def continuation_logprobs(model, tokenizer, prompts: list[list[int]], continuations: list[list[int]], batch_size: int = 8,
+                          chunk: int = 64) -> list[float]:
+    """For each prompt, the summed log-probability of its continuation's tokens (0.0 for an empty continuation).
+
+    The vocabulary projection runs on ``chunk`` positions at a time: a 4000-character answer's full logits would be
+    hundreds of MB per sequence.
+    """
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(continuations[i]))
     out = [0.0] * len(prompts)
+    head = model.get_output_embeddings()
     with models.reference_mode(model):
         for start in range(0, len(order), batch_size):
-            chunk = [i for i in order[start:start + batch_size] if continuations[i]]
-            if not chunk:
+            rows = [i for i in order[start:start + batch_size] if continuations[i]]
+            if not rows:
                 continue
-            ids, mask, positions = pad_left([prompts[i] + continuations[i] for i in chunk], tokenizer.pad_token_id)
-            keep = max(len(continuations[i]) for i in chunk) + 1  # left padding: every continuation ends the row
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                           position_ids=positions.to(model.device), logits_to_keep=keep).logits.float().cpu()
-            for row, i in enumerate(chunk):
-                n = len(continuations[i])
-                logp = torch.log_softmax(logits[row, keep - n - 1:keep - 1], dim=-1)
-                out[i] = float(logp.gather(-1, ids[row, -n:, None].cpu()).sum())
+            ids, mask, positions = pad_left([prompts[i] + continuations[i] for i in rows], tokenizer.pad_token_id)
+            ids = ids.to(model.device)
+            hidden = model.get_decoder()(input_ids=ids, attention_mask=mask.to(model.device),
+                                         position_ids=positions.to(model.device)).last_hidden_state
+            width = ids.shape[1]
+            for row, i in enumerate(rows):  # left padding: every continuation ends the row
+                total = 0.0
+                for first in range(width - len(continuations[i]) - 1, width - 1, chunk):
+                    last = min(first + chunk, width - 1)
+                    logp = torch.log_softmax(head(hidden[row, first:last]).float(), dim=-1)
+                    total += float(logp.gather(-1, ids[row, first + 1:last + 1, None]).sum())
+                out[i] = total
     return out
 
 
