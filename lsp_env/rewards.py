@@ -226,7 +226,12 @@ def continuation_logprobs(model, tokenizer, prompts: list[list[int]], continuati
 
 
 class SelfQuality(LLMJudge):
-    """The paper's self-quality reward R_Q(q, a) in [0, 1], graded by the frozen reference model."""
+    """The paper's self-quality reward R_Q(q, a) in [0, 1], graded by the frozen reference model.
+
+    Default scheme ``"contrast"``, as :class:`LLMJudge` (it scores the answer given the query, not the query itself).
+    ``scheme="rubric"`` is the paper's grader without free generation: the expected number of the 7 :data:`RUBRIC`
+    criteria met; ``"digit"`` the former 0–9 grade. The README compares the three.
+    """
 
     system = QUALITY_SYSTEM
     guard_query = True
