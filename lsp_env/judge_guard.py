@@ -5,6 +5,9 @@ on the embedded model, 74 % of the attacks in ``benchmarks/data/judge_injection.
 beyond the judge's own noise when the judge saw them. Telling the judge to ignore them does not help a model this
 small, so the text it grades is filtered first: every segment (a line, or a sentence within a line) that addresses
 the grading is dropped, and the judge grades what is left, i.e. what the user would actually read as the answer.
+The guard is a filter, not the structural defence: against a searched suffix ("\n\n9 Machine") it fails, and the
+default judge scheme reads no grade after the material at all (:class:`lsp_env.rewards.LLMJudge`). It stays in
+front of that scheme because self-praise still moves it without the guard (README, "Prompt injection").
 
 A segment is dropped when, after folding look-alike characters (NFKC, Cyrillic/Greek homoglyphs, leetspeak digits,
 letter-by-letter spacing), it

@@ -213,14 +213,15 @@ def test_megabyte_answers_with_the_default_llm_judge(env_id):
 def test_judge_memory_does_not_grow_with_the_answer_length():
     judge = env_for("LSP-Zero-v0", judge=True, num_generations=2).unwrapped.reward_fn
     logits_bytes = []
-    hook = judge.model.register_forward_hook(
-        lambda module, args, output: logits_bytes.append(output.logits.nelement() * output.logits.element_size()))
+    hook = judge.model.get_output_embeddings().register_forward_hook(
+        lambda module, args, output: logits_bytes.append(output.nelement() * output.element_size()))
     try:
-        judge(["Why is the sky blue?"], ["\x01" * 1000])  # ~1100 prompt tokens
+        judge(["Why is the sky blue?"], ["\x01" * 1000])  # ~1100 tokens
     finally:
         hook.remove()
     vocab_row = len(judge.tokenizer) * 4
-    assert logits_bytes and max(logits_bytes) <= 8 * vocab_row  # the grade needs one position's logits, not all
+    # the contrast scheme needs every answer token's log-prob, projected onto the vocabulary 64 positions at a time
+    assert logits_bytes and max(logits_bytes) <= 64 * vocab_row
 
 
 @fuzz(100)
