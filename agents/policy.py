@@ -50,7 +50,6 @@ class Policy:
     def __init__(self, model: str = "embedded", lora: bool = False, lora_r: int = 16, lora_alpha: int = 32,
                  lora_target_modules: tuple[str, ...] = LORA_TARGETS, bf16: bool = False, backend: str = "hf",
                  device: str | torch.device | None = None):
-        self.name = model
         if device is None:
             device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.model, self.tokenizer = models.load_model(model)

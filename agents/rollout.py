@@ -41,10 +41,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.prompt_ids)
 
-    def select(self, index: list[int]) -> "Batch":
-        return Batch([self.prompt_ids[i] for i in index], [self.completion_ids[i] for i in index],
-                     self.roles[index], self.rewards[index], self.groups[index], [self.texts[i] for i in index])
-
 
 def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -> Batch:
     """Reset every sub-env, let ``agent.act`` play both roles, and collect the round's samples with their rewards."""

@@ -39,8 +39,6 @@ from .judge_guard import strip_grader_talk
 from .prompts import MAX_ANSWER_CHARS, MAX_QUERY_CHARS, clean_text, escape_special_tokens, render_chat
 from .tasks import arithmetic, instructions
 
-RewardHook = Callable[[Sequence[str], Sequence[str]], list[float]]
-
 PAYOFFS: dict[str, Callable[[float], float]] = {
     "zero_sum": lambda p: -p,
     "rzero": lambda p: 1.0 - 2.0 * abs(min(max(p, 0.0), 1.0) - 0.5),
