@@ -119,10 +119,9 @@ def validate(cfg: TrainConfig, agent_cfg) -> None:
         raise ValueError(f"--num-queries {cfg.num_queries} is not divisible by the {processes} processes: each plays an "
                          f"equal share of the rounds; use a multiple of {processes} (e.g. {processes * -(-cfg.num_queries // processes)}) "
                          f"or launch a divisor of {cfg.num_queries} processes")
-    from lsp_env.models import EMBEDDED, TINY_RANDOM
+    from lsp_env.models import check_model_name
 
-    if cfg.model not in (EMBEDDED, TINY_RANDOM) and not os.path.isdir(cfg.model) and cfg.model.count("/") != 1:
-        raise FileNotFoundError(f"--model {cfg.model!r}: no such directory, and not a hub id (owner/name), {EMBEDDED!r} or {TINY_RANDOM!r}")
+    check_model_name(cfg.model)
     from lsp_env.kl import KLHook
 
     from .backends import check_backend

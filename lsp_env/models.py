@@ -236,21 +236,26 @@ def tiny_random_model(tokenizer, seed: int = 0):
         return AutoModelForCausalLM.from_config(config)
 
 
+def check_model_name(name: str) -> None:
+    """Fail fast unless ``name`` is ``"embedded"``, ``"tiny-random"``, an existing directory or a hub id (owner/name)."""
+    if name not in (EMBEDDED, TINY_RANDOM) and not os.path.isdir(name) and name.count("/") != 1:
+        raise FileNotFoundError(
+            f"model {name!r} is neither {EMBEDDED!r}, {TINY_RANDOM!r}, an existing directory nor a hub id (owner/name)"
+        )
+
+
 def load_model(name: str = EMBEDDED, dtype: str = "float32"):
     """Load ``(model, tokenizer)``: a fresh, trainable copy (see :func:`load_reference` for a shared frozen one)."""
     from transformers import AutoModelForCausalLM
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: use one of {sorted(DTYPES)}")
+    check_model_name(name)
     tokenizer = load_tokenizer(name)
     if name == TINY_RANDOM:
         model = tiny_random_model(tokenizer).to(DTYPES[dtype])
     else:
         source = embedded_dir() if name == EMBEDDED else name
-        if not (name == EMBEDDED or os.path.isdir(source) or "/" in name):
-            raise FileNotFoundError(
-                f"model {name!r} is neither {EMBEDDED!r}, {TINY_RANDOM!r}, a local directory nor a hub id (owner/name)"
-            )
         model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype])
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -412,7 +412,8 @@ def test_resume_without_a_checkpoint_and_rerun_into_a_used_dir_fail_clearly(tmp_
     (["--num-generations", "1"], "G >= 2"),
     (["--env", "LSP-Nope-v0"], "not registered"),
     (["--agent", "ppo"], "use one of"),
-    (["--model", "/no/such/dir"], "no such directory"),
+    (["--model", "/no/such/dir"], "neither .embedded., .tiny-random., an existing directory nor a hub id"),
+    (["--model", "no-slash-name"], "neither .embedded., .tiny-random., an existing directory nor a hub id"),
     (["--loss-type", "mean"], "loss_type"),
     (["--recipe", "fast"], "use one of"),
 ])
