@@ -23,6 +23,8 @@ import torch
 
 from lsp_env import models
 
+from .backends.hf import distinct_prompts
+
 
 @dataclass
 class FlopCounter:
@@ -47,11 +49,9 @@ class FlopCounter:
 
     def sequences(self, phase: str, prompts: list[list[int]], completions: list[list[int]]) -> None:
         """Each distinct prompt once and every completion token, at the context of its row."""
-        seen = set()
+        for row in distinct_prompts(prompts)[0]:
+            self.forward(phase, len(prompts[row]), len(prompts[row]))
         for prompt, completion in zip(prompts, completions):
-            if tuple(prompt) not in seen:
-                seen.add(tuple(prompt))
-                self.forward(phase, len(prompt), len(prompt))
             self.forward(phase, len(completion), len(prompt) + len(completion))
 
     def reset(self) -> dict:

@@ -8,6 +8,7 @@ gives those rounds); the batch holds this rank's rows, its metrics describe the 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,11 +100,8 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
         timings["monitor"] = time.perf_counter() - t
 
     mix = None
-    if asked is not None:
-        mix = {"queries": len(asked), "instructions": sum(map(len, asked))}
-        for ids in asked:
-            for name in set(ids):
-                mix[f"queries_asking/{name}"] = mix.get(f"queries_asking/{name}", 0) + 1
+    if asked is not None:  # (queries, instructions asked, queries asking for each id)
+        mix = (len(asked), sum(map(len, asked)), Counter(name for ids in asked for name in set(ids)))
     rewards, seen = [], {}  # the j-th solver sample of round g got solver_rewards[g][j]
     for _, role, g in samples:
         if role == CHALLENGER:
@@ -124,20 +122,12 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
     if hacking is not None:
         batch.metrics.update(hacking_metrics(distributed.sum_across(hacking)))
     if mix is not None:  # instruction following: the share of the valid queries asking for each instruction id
-        mix = {key: sum(counts) for key, counts in _merge_counts(distributed.gather_objects(mix)).items()}
-        batch.metrics["instructions/per_query"] = mix.pop("instructions") / max(mix["queries"], 1)
-        queries = mix.pop("queries")
-        batch.metrics.update({f"instructions/{k.split('/', 1)[1]}": v / max(queries, 1) for k, v in sorted(mix.items())})
+        per_rank = distributed.gather_objects(mix)
+        queries = max(sum(m[0] for m in per_rank), 1)
+        batch.metrics["instructions/per_query"] = sum(m[1] for m in per_rank) / queries
+        asking = sum((m[2] for m in per_rank), Counter())
+        batch.metrics.update({f"instructions/{name}": n / queries for name, n in sorted(asking.items())})
     return batch
-
-
-def _merge_counts(per_rank: list[dict]) -> dict[str, list[int]]:
-    """Counts of every rank, by key (ranks may have seen different keys)."""
-    merged: dict[str, list[int]] = {}
-    for counts in per_rank:
-        for key, value in counts.items():
-            merged.setdefault(key, []).append(value)
-    return merged
 
 
 def _round_metrics(batch: Batch, invalid: int, num_envs: int, group_values: list[float], timings: dict,

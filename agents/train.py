@@ -248,17 +248,16 @@ def keep_metrics_until(path: Path, step: int) -> None:
 
 
 # ---- the loop ---------------------------------------------------------------------------------------------------
-IF_FIGURES = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")
-
-
 def evaluate(agent, cfg: TrainConfig, task, all_levels: bool = False) -> dict:
     """The task's held-out evaluation (greedy) as ``eval/*`` metrics: arithmetic solve rates (headline levels, or
     every level with ``all_levels``), or IFEval's four figures (and, with ``all_levels``, the rate per instruction)."""
+    from lsp_env.tasks import instructions
+
     from .evaluate import arithmetic_solve_rates, instruction_following_rates
 
     if task.name == "instructions":
         result = instruction_following_rates(agent.policy, cfg.eval_split, max_new_tokens=task.max_answer_tokens)
-        out = {f"eval/{k}": result[k] for k in IF_FIGURES}
+        out = {f"eval/{k}": result[k] for k in instructions.FIGURES}
         if all_levels:
             out.update({f"eval/{k}": v["strict"] for k, v in result["per_instruction"].items()})
         return out
@@ -294,18 +293,18 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
     have_checkpoint = (output_dir / "latest").exists()
     distributed.barrier()  # every rank has read the output dir before rank 0 writes into it
     record = config_record or asdict(cfg)
-    if is_main:
-        write_config(output_dir, record, resumed_at=step if cfg.resume else None)
     lines: list[dict] = []
     trackers = None
     if is_main:
         from .trackers import Trackers, check_report_to
 
+        write_config(output_dir, record, resumed_at=step if cfg.resume else None)
         trackers = Trackers(check_report_to(cfg.report_to), output_dir, record, resume=cfg.resume)
 
     def report(line: dict) -> None:  # rank 0: metrics.jsonl, then the trackers
         _append(metrics_path, line)
         trackers.log(line)
+
     task = envs.task
     evaluating = cfg.eval_every > 0 and hasattr(task, "heldout") and is_main  # no collectives inside: the others go on
     if evaluating and step == 0 and cfg.eval_at_start:

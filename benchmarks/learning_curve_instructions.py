@@ -33,8 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.learning_curve import lsp_train  # noqa: E402
-
-FIGURES = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")
+from lsp_env.tasks.instructions import FIGURES  # noqa: E402
 # every arm but lsp_kl shares the tuned GRPO recipe (its arithmetic-only parts do not apply here); the answer budget
 # is 64 tokens, which also bounds the requests the env accepts (`max_answer_tokens`)
 RECIPE = ["--recipe", "tuned", "--max-completion-length", "64"]

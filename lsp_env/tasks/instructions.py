@@ -1109,6 +1109,9 @@ def compose_request(base: str, instructions: Sequence[Instruction], rng: np.rand
 # ---------------------------------------------------------------------------------------------
 # Scoring (IFEval's four figures)
 
+FIGURES = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")  # IFEval's four accuracies
+
+
 def follows(instructions: Sequence[Instruction], response: str, loose: bool = False) -> list[bool]:
     return [check(i, response, loose) for i in instructions]
 
