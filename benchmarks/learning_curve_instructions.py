@@ -148,18 +148,21 @@ def main() -> None:
     console.print(f"evaluating the starting model on the held-out {args.split} split ...")
     before = instruction_following_rates(Policy(args.model, bf16=args.bf16), args.split, max_new_tokens=64)
     runs = []
-    for arm in args.arms.split(","):
-        for seed in range(args.seeds if arm in ("data", "lsp_zero") else args.lsp_seeds):
-            console.print(f"training {arm} seed {seed} ...")
-            flags = [*ARMS[arm], *args.extra, "--model", args.model, "--seed", str(seed), "--iterations",
-                     str(args.iterations), "--max-minutes", str(args.minutes), "--eval-every", str(args.eval_every),
-                     "--eval-at-start", "false", "--eval-split", args.split, "--bf16", "true" if args.bf16 else "false"]
-            start = time.time()
-            lines = lsp_train(flags, Path(args.workdir) / f"{arm}-seed{seed}", args.quiet)
-            runs.append({"arm": arm, "seed": seed, "wall_seconds": time.time() - start, **read_run(lines)})
-            result = summarise(before, runs, args)
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(json.dumps(result, indent=1))  # partial results survive an interruption
+    arms = args.arms.split(",")
+    # seed by seed, every arm in turn: a run cut short still leaves each arm measured on the same seeds
+    planned = [(arm, seed) for seed in range(max(args.seeds, args.lsp_seeds)) for arm in arms
+               if seed < (args.seeds if arm in ("data", "lsp_zero") else args.lsp_seeds)]
+    for arm, seed in planned:
+        console.print(f"training {arm} seed {seed} ...")
+        flags = [*ARMS[arm], *args.extra, "--model", args.model, "--seed", str(seed), "--iterations",
+                 str(args.iterations), "--max-minutes", str(args.minutes), "--eval-every", str(args.eval_every),
+                 "--eval-at-start", "false", "--eval-split", args.split, "--bf16", "true" if args.bf16 else "false"]
+        start = time.time()
+        lines = lsp_train(flags, Path(args.workdir) / f"{arm}-seed{seed}", args.quiet)
+        runs.append({"arm": arm, "seed": seed, "wall_seconds": time.time() - start, **read_run(lines)})
+        result = summarise(before, runs, args)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(result, indent=1))  # partial results survive an interruption
     plot(result, Path(args.output).with_suffix(".png"))
     table = Table("arm", "seeds", "iterations", *FIGURES, title=f"held-out IFEval figures ({args.split}, greedy)")
     table.add_row("before", "", "", *(f"{result['before'][k]:.3f}" for k in FIGURES))

@@ -3,13 +3,15 @@
 A reward hook is any callable ``hook(queries: list[str], answers: list[str]) -> list[float]``, called on a batch
 of (query, answer) pairs; the vector env calls it once per step for all its sub-envs. Built-ins:
 
-- :class:`LLMJudge`: a chat model grades each answer, in [0, 1]. Default scheme ``"contrast"``: the answer's
-  log-likelihood as the reply of an expert assistant minus as the reply of a careless one, summed over its tokens,
-  through a sigmoid. No grade is read after the material, so nothing the answer appends sits where a grade is
-  read: an appended token only adds its own expert-vs-careless log-ratio. ``"digit"`` (the older scheme) asks for a
-  grade 0–9 right after the answer and reads the expected digit from the next-token probabilities; a small judge
-  copies the last digit it read there (``benchmarks/judge_injection.py`` measures both). ``"rubric"`` counts the
-  criteria met (0–7, the paper's additive rubric) read after a fixed restatement of the criteria.
+- :class:`LLMJudge`: a chat model grades each answer, in [0, 1]. Default scheme ``"contrast"``: how much likelier
+  the answer is as the reply of an assistant whose facts are true than of one whose facts are often false, token
+  by token, through a sigmoid. No grade is read after the material, and text appended after a finished sentence
+  or line can never raise the grade: the answer's first segment (a sentence, a line, or at most
+  :data:`SEGMENT_TOKENS` tokens) counts in full, every later segment only as evidence against the answer (clipped
+  at 0, with a margin so that a harmless aside costs nothing). ``"digit"`` (the older scheme) asks for a grade 0–9 right after the answer and reads the expected
+  digit from the next-token probabilities; a small judge copies the last digit it read there
+  (``benchmarks/judge_injection.py`` measures both). ``"rubric"`` counts the criteria met (0–7, the paper's
+  additive rubric) read after a fixed restatement of the criteria.
 - :class:`SelfQuality`: the same schemes about the whole interaction (is the query a meaningful, answerable
   request, and is the answer a good one), run on the frozen reference model: the paper's self-quality reward R_Q,
   in [0, 1].
@@ -74,9 +76,13 @@ RUBRIC = (  # the paper's additive self-quality rubric, one point each (0-7)
     "The answer is clear and well written.",
     "The answer is as good as an expert's.",
 )
-# the contrast scheme's framings: an answer scores by how much likelier it is from the first than from the second
-EXPERT_FRAME = "You are an expert assistant. Your answers are always correct, complete and helpful."
-CARELESS_FRAME = "You are a careless assistant. Your answers are often wrong, incomplete or unhelpful."
+# the contrast scheme's framings: an answer scores by how much likelier it is from the first than from the second.
+# They differ in truthfulness only, so that politeness or an aside weighs little either way (framings that also
+# differ in helpfulness make every appended aside evidence of carelessness, a penalty a null suffix escapes).
+EXPERT_FRAME = "You are a knowledgeable assistant. Every fact you state is true."
+CARELESS_FRAME = "You are a confused assistant. The facts you state are often false."
+SEGMENT_TOKENS = 32  # the longest contrast segment: an unpunctuated answer cannot grow its first, uncapped segment
+_SEGMENT_END = re.compile(r"\n|[.!?]\s*$")
 SCHEMES = ("contrast", "digit", "rubric")
 _TAGS = re.compile(r"</?\s*(request|answer)(\s+[ab])?\s*>", re.I)
 
@@ -114,23 +120,27 @@ class LLMJudge:
         guard: drop the parts of the graded text that address the grader before the judge reads it
             (:mod:`lsp_env.judge_guard`; measured by ``benchmarks/judge_injection.py``). ``False`` shows the judge
             the raw text (for measuring the judge itself).
-        scheme: ``"contrast"`` (default): sigmoid(Σ over the answer's tokens of log p(token | expert framing) −
-            log p(token | careless framing), divided by ``temperature``); ``"digit"``: the expected grade 0–9 read
-            right after the material (the older scheme, kept to measure against); ``"rubric"``: the expected
-            number of the 7 :data:`RUBRIC` criteria met, read after a restatement of them, / 7.
-        temperature: the contrast scheme's scale: a summed log-ratio of ``temperature`` gives 0.73.
+        scheme: ``"contrast"`` (default): sigmoid(:func:`contrast_evidence` / ``temperature``), the answer's
+            tokens' log p(token | truthful framing) − log p(token | confused framing), its later segments clipped
+            so that nothing appended raises the grade; ``"digit"``: the expected grade 0–9 read right after the
+            material (the older scheme, kept to measure against); ``"rubric"``: the expected number of the 7
+            :data:`RUBRIC` criteria met, read after a restatement of them, / 7.
+        temperature: the contrast scheme's scale: evidence of ``temperature`` nats gives 0.73.
+        margin: the contrast scheme's tolerance, in nats: a later segment costs only what its evidence falls
+            below −``margin`` (0: every segment with negative evidence costs all of it).
     """
 
     system = JUDGE_SYSTEM
     guard_query = False  # the request is context here; the self-quality grader grades it, so guards it too
 
     def __init__(self, model="embedded", system: str | None = None, batch_size: int = 8, guard: bool = True,
-                 scheme: str = "contrast", temperature: float = 4.0):
+                 scheme: str = "contrast", temperature: float = 4.0, margin: float = 1.0):
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
         self.model, self.tokenizer = models.resolve(model)
         self.system = system or (RUBRIC_SYSTEM if scheme == "rubric" else self.system)
         self.batch_size, self.guard, self.scheme, self.temperature = batch_size, guard, scheme, temperature
+        self.margin = margin
         self.digit_ids = [self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
         if len(set(self.digit_ids)) != 10 or self.tokenizer.unk_token_id in self.digit_ids:
             raise ValueError("the judge's tokenizer needs one token per digit 0-9")
@@ -164,13 +174,35 @@ class LLMJudge:
             parts = [tuple(map(tuple, self.contrast_ids(q, a))) for q, a in pairs]
             unique = list(dict.fromkeys(parts))  # texts the guard cuts to the same reply are scored once
             logps = continuation_logprobs(self.model, self.tokenizer, [list(p) for e, c, _ in unique for p in (e, c)],
-                                          [list(a) for *_, a in unique for _ in range(2)], self.batch_size)
-            ratio = {u: logps[2 * i] - logps[2 * i + 1] for i, u in enumerate(unique)}
+                                          [list(a) for *_, a in unique for _ in range(2)], self.batch_size, per_token=True)
+            evidence = {u: contrast_evidence([x - y for x, y in zip(logps[2 * i], logps[2 * i + 1])],
+                                             segment_ends(self.tokenizer, u[2]), self.margin)
+                        for i, u in enumerate(unique)}
             # no answer left (empty, or all of it grader talk the guard dropped) is no answer: 0, not a neutral 0.5
-            return [1.0 / (1.0 + math.exp(-ratio[p] / self.temperature)) if p[2] else 0.0 for p in parts]
+            return [1.0 / (1.0 + math.exp(-evidence[p] / self.temperature)) if p[2] else 0.0 for p in parts]
         n = 8 if self.scheme == "rubric" else 10
         probs = next_token_probs(self.model, self.tokenizer, [self.prompt_ids(q, a) for q, a in pairs], self.digit_ids[:n], self.batch_size)
         return [float((p * torch.arange(float(n))).sum() / (n - 1)) for p in probs]
+
+
+def segment_ends(tokenizer, ids: Sequence[int]) -> list[int]:
+    """Where the answer's segments end (token counts): after a line break or a sentence's final mark, and at most
+    :data:`SEGMENT_TOKENS` tokens after the previous end; the last segment ends the answer."""
+    ends, start = [], 0
+    for k, piece in enumerate(tokenizer.batch_decode([[i] for i in ids])):
+        if _SEGMENT_END.search(piece) or k + 1 - start >= SEGMENT_TOKENS or k + 1 == len(ids):
+            ends.append(k + 1)
+            start = k + 1
+    return ends
+
+
+def contrast_evidence(ratios: Sequence[float], ends: Sequence[int], margin: float = 1.0) -> float:
+    """The contrast scheme's evidence (nats) from per-token log-ratios: the first segment's sum, plus each later
+    segment's sum where it falls below −``margin`` (plus the margin). A segment appended adds a term ≤ 0; text that
+    continues an unfinished last segment can at most cancel that segment's own cost (or, in a first segment, reach
+    its :data:`SEGMENT_TOKENS` cap)."""
+    sums = [sum(ratios[a:b]) for a, b in zip([0, *ends[:-1]], ends)]
+    return sums[0] + sum(min(0.0, s + margin) for s in sums[1:]) if sums else 0.0
 
 
 @torch.inference_mode()
@@ -196,14 +228,15 @@ def next_token_probs(model, tokenizer, prompts: list[list[int]], candidates: lis
 
 @torch.inference_mode()
 def continuation_logprobs(model, tokenizer, prompts: list[list[int]], continuations: list[list[int]], batch_size: int = 8,
-                          chunk: int = 64) -> list[float]:
-    """For each prompt, the summed log-probability of its continuation's tokens (0.0 for an empty continuation).
+                          chunk: int = 64, per_token: bool = False) -> list:
+    """For each prompt, the summed log-probability of its continuation's tokens (0.0 for an empty continuation), or
+    with ``per_token`` the list of each token's log-probability.
 
     The vocabulary projection runs on ``chunk`` positions at a time: a 4000-character answer's full logits would be
     hundreds of MB per sequence.
     """
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(continuations[i]))
-    out = [0.0] * len(prompts)
+    out: list = [[] for _ in prompts]
     head = model.get_output_embeddings()
     with models.reference_mode(model):
         for start in range(0, len(order), batch_size):
@@ -216,13 +249,11 @@ def continuation_logprobs(model, tokenizer, prompts: list[list[int]], continuati
                                          position_ids=positions.to(model.device)).last_hidden_state
             width = ids.shape[1]
             for row, i in enumerate(rows):  # left padding: every continuation ends the row
-                total = 0.0
                 for first in range(width - len(continuations[i]) - 1, width - 1, chunk):
                     last = min(first + chunk, width - 1)
                     logp = torch.log_softmax(head(hidden[row, first:last]).float(), dim=-1)
-                    total += float(logp.gather(-1, ids[row, first + 1:last + 1, None]).sum())
-                out[i] = total
-    return out
+                    out[i] += logp.gather(-1, ids[row, first + 1:last + 1, None])[:, 0].tolist()
+    return out if per_token else [float(sum(x)) for x in out]
 
 
 class SelfQuality(LLMJudge):
