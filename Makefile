@@ -24,10 +24,12 @@ demo: $(STAMP)
 	$(BIN)/python -m agents.demo
 
 test: $(STAMP)
+	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q -m "not slow"
 	$(BIN)/python -m pytest -q -m slow
 
 test-fast: $(STAMP)
+	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # the benchmarks: results land in benchmarks/results/ (the head-to-head takes ~90 minutes on 2 cores)
