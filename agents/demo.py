@@ -21,7 +21,8 @@ from rich.table import Table
 import lsp_env  # noqa: F401  (registers the env ids)
 
 
-def play_rounds(env_id: str, rounds: int, num_generations: int, max_new_tokens: int, seed: int, console: Console) -> None:
+def play_rounds(env_id: str, rounds: int, num_generations: int, max_new_tokens: int, seed: int,
+                console: Console) -> None:
     from .policy import Policy
 
     policy = Policy("embedded")
@@ -56,8 +57,8 @@ def main() -> None:
     console = Console()
     console.rule(f"[bold]{args.env}: self-play rounds on the embedded SmolLM2-135M-Instruct")
     play_rounds(args.env, args.rounds, args.num_generations, args.max_new_tokens, args.seed, console)
-    console.print("[dim]Arithmetic rewards are exact. Dialogue rewards (--env LSP-v0) come from the embedded 135M judge, "
-                  "which barely tells good answers from poor ones: pass a larger judge or a reward model "
+    console.print("[dim]Arithmetic rewards are exact. Dialogue rewards (--env LSP-v0) come from the embedded 135M "
+                  "judge, which barely tells good answers from poor ones: pass a larger judge or a reward model "
                   "(model= / reward=) for a dialogue reward that means something.[/dim]")
     if args.train_iterations:
         from .train import main as train_main

@@ -17,9 +17,11 @@ class Display:
 
     def __init__(self, total: int, done: int = 0):
         self.console = Console()
-        self.progress = Progress(TextColumn("iteration"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self.console)
+        self.progress = Progress(TextColumn("iteration"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=self.console)
         self.task = self.progress.add_task("train", total=total, completed=done)
-        self.live = Live(self.progress, console=self.console, refresh_per_second=4) if self.console.is_terminal else None
+        self.live = (Live(self.progress, console=self.console, refresh_per_second=4) if self.console.is_terminal
+                     else None)
 
     def __enter__(self):
         if self.live:
@@ -40,4 +42,5 @@ class Display:
             sample = next((t for t, r in zip(batch.texts, batch.roles.tolist()) if r == 0), None)
             self.live.update(Group(self.progress, table, f"[dim]challenger:[/dim] {sample[:200]!r}" if sample else ""))
         else:
-            self.console.print(f"iteration {step}: " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()), highlight=False)
+            self.console.print(f"iteration {step}: " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()),
+                               highlight=False)

@@ -36,7 +36,8 @@ def setup(timeout_seconds: float = 1800):
 
     # PartialState ignores ACCELERATE_USE_CPU (only AcceleratorState reads it): without cpu=True a CPU launch gets a
     # default group but a state that reports DistributedType.NO and 1 process
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"), timeout=datetime.timedelta(seconds=timeout_seconds))
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"),
+                        timeout=datetime.timedelta(seconds=timeout_seconds))
 
 
 def collective(fn):

@@ -11,8 +11,7 @@ import itertools
 import math
 
 from lsp_env.rewards import PairwiseJudge
-from lsp_env.tasks import ArithmeticTask, DialogueTask, InstructionsTask, read_lines
-from lsp_env.tasks import arithmetic
+from lsp_env.tasks import ArithmeticTask, DialogueTask, InstructionsTask, arithmetic, read_lines
 
 from .policy import Policy
 
@@ -31,7 +30,8 @@ def heldout_rates(policy: Policy, task, items: list[dict], max_new_tokens: int, 
 
 def arithmetic_solve_rates(policy: Policy, n_per_level: int = 40, max_new_tokens: int = 32,
                            levels: tuple[str, ...] = tuple(arithmetic.LEVELS), batch_size: int = 64) -> dict:
-    """Greedy solve rate per level, overall, and over the headline levels (1-digit sums, 2+1-digit sums, 1-digit products)."""
+    """Greedy solve rate per level, overall, and over the headline levels (1-digit sums, 2+1-digit sums, 1-digit
+    products)."""
     task = ArithmeticTask()
     return heldout_rates(policy, task, task.heldout(n_per_level=n_per_level, levels=levels), max_new_tokens, batch_size)
 
@@ -45,7 +45,8 @@ def instruction_following_rates(policy: Policy, split: str = "test", max_new_tok
     return {"split": split, **heldout_rates(policy, task, task.heldout(split)[:limit], max_new_tokens, batch_size)}
 
 
-def dialogue_win_rate(policy: Policy, base: Policy, judge=None, max_new_tokens: int = 128, limit: int | None = None) -> dict:
+def dialogue_win_rate(policy: Policy, base: Policy, judge=None, max_new_tokens: int = 128,
+                      limit: int | None = None) -> dict:
     """AlpacaEval-style win rate of ``policy`` against ``base`` on the held-out instructions (greedy answers).
 
     The built-in :class:`PairwiseJudge` (on the base model) judges both answer orders, so position bias cancels:

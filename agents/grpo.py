@@ -5,7 +5,9 @@ Per token t of a completion o with advantage A (solver: group-relative; challeng
     L_t     = −min(ratio_t · A, clip(ratio_t, 1 − ε, 1 + ε_high) · A) + β_role · KL_t(π || π_ref)     (k3 default)
 aggregated per role by ``loss_type`` (grpo / bnpo / dr_grpo / dapo, TRL's meanings), then
     L = solver_weight · L_sol + α · L_ch.
-With ``num_iterations = 1`` π_old is π detached (ratio 1, gradient A · ∇log π): no extra forward pass.
+With ``num_iterations = 1`` π_old is π detached (ratio 1, gradient A · ∇log π): no extra forward pass. The per-token
+term is :func:`clipped_surrogate`; the KL term, the aggregation, the passes and the step are the learner's
+(:meth:`agents.base.LLMAgent.update`).
 π, π_old and π_ref are the distributions sampled from, softmax(logits / ``temperature``) (TRL's convention).
 """
 
@@ -15,9 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import distributed
-from .base import AgentConfig, LLMAgent, pad_rows
-from .rollout import Batch
+from .base import AgentConfig, LLMAgent
 
 
 def clipped_surrogate(logps, old_logps, advantages, eps_low: float, eps_high: float):
@@ -29,9 +29,12 @@ def clipped_surrogate(logps, old_logps, advantages, eps_low: float, eps_high: fl
 
 @dataclass
 class GRPOConfig(AgentConfig):
-    epsilon: float = field(default=0.2, metadata={"help": "Lower clip range of the ratio (and upper, unless epsilon_high)."})
-    epsilon_high: float | None = field(default=None, metadata={"help": "Upper clip range (DAPO's clip-higher); default: epsilon."})
-    num_iterations: int = field(default=1, metadata={"help": "Optimizer steps per batch (TRL's mu); >1 computes old log-probs once."})
+    epsilon: float = field(default=0.2, metadata={"help": (
+        "Lower clip range of the ratio (and upper, unless epsilon_high).")})
+    epsilon_high: float | None = field(default=None, metadata={"help": (
+        "Upper clip range (DAPO's clip-higher); default: epsilon.")})
+    num_iterations: int = field(default=1, metadata={"help": (
+        "Optimizer steps per batch (TRL's mu); >1 computes old log-probs once.")})
 
     def __post_init__(self):
         super().__post_init__()
@@ -41,26 +44,10 @@ class GRPOConfig(AgentConfig):
 
 class GRPOAgent(LLMAgent):
     config_class = GRPOConfig
+    token_metrics = ("clip_ratio",)  # the share of tokens whose ratio the clip bounded
 
-    def update(self, batch: Batch) -> dict:
+    def policy_loss(self, logps, old_logps, advantages):
         c = self.config
-        prep = self.prepare(batch)
-        old_logps = self.sequence_logps(batch, prep.index) if c.num_iterations > 1 else None
-        eps_low, eps_high = c.epsilon, c.epsilon if c.epsilon_high is None else c.epsilon_high
-        metrics: dict = {}
-        for _ in range(c.num_iterations):
-            totals = {"loss/challenger": 0.0, "loss/solver": 0.0}
-            kl_sums = {"challenger": [0.0, 0.0], "solver": [0.0, 0.0]}
-            clipped_tokens = all_tokens = 0.0
-            for chunk in self.micro_batches(batch, prep.index):
-                logps, mask = self.completion_logps(batch, chunk)
-                A = prep.advantages[chunk, None]
-                old = pad_rows(old_logps, chunk) if old_logps else logps.detach()
-                per_token, was_clipped = clipped_surrogate(logps, old, A, eps_low, eps_high)
-                self.backward_micro_batch(per_token, logps, mask, chunk, batch, prep, totals, kl_sums)  # + β · KL
-                clipped_tokens += float((was_clipped.float() * mask).sum())
-                all_tokens += float(mask.sum())
-            totals, kl_sums, (clipped_tokens, all_tokens) = distributed.sum_across((totals, kl_sums, [clipped_tokens, all_tokens]))
-            metrics = {**totals, **self.kl_metrics(kl_sums), "grad_norm": self.optimizer_step(),
-                       "clip_ratio": clipped_tokens / max(all_tokens, 1.0)}
-        return {**batch.metrics, **prep.metrics, **metrics}
+        per_token, was_clipped = clipped_surrogate(logps, old_logps, advantages, c.epsilon,
+                                                   c.epsilon if c.epsilon_high is None else c.epsilon_high)
+        return per_token, {"clip_ratio": was_clipped}

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lsp_env import models
-
-from .backends.hf import distinct_prompts
+from lsp_env.tokens import distinct_prompts
 
 
 @dataclass
@@ -63,7 +62,8 @@ class FlopCounter:
 def peak_flops(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", size: int = 2048) -> float:
     """This machine's matmul FLOP/s in ``dtype`` (the best of a few timed square matmuls), measured once and cached."""
     device = torch.device(device)
-    key = f"{device.type}:{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}:{dtype}:{torch.get_num_threads()}"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    key = f"{device.type}:{name}:{dtype}:{torch.get_num_threads()}"
     path = models.cache_dir() / "peak_flops.json"
     try:
         known = json.loads(path.read_text())

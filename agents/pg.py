@@ -5,36 +5,34 @@ Challenger: L_ch  = −mean_i     A_ch(q_i) · log π(q_i | challenger prompt)  
 Total:      L = solver_weight · L_sol + α · L_ch (+ β_role · KL(π || π_ref) per token, placement "loss")
 The advantages are those above by default (``scale_rewards="none"``: no std scaling); log π of a completion is
 averaged over its tokens (``loss_type="grpo"``) unless another aggregation is chosen: ``loss_type="sequence"`` sums
-them, the paper's log π(a | q), as ``lsp-train --recipe paper`` does.
+them, the paper's log π(a | q), as ``lsp-train --recipe paper`` does. The per-token term is :func:`reinforce`; the
+KL term, the aggregation and the step are the learner's (:meth:`agents.base.LLMAgent.update`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import distributed
+import torch
+
 from .base import AgentConfig, LLMAgent
-from .rollout import Batch
+
+
+def reinforce(logps: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """Per-token −A · log π(o_t | ·): its gradient is −A · ∇log π, the REINFORCE estimator."""
+    return -advantages * logps
 
 
 @dataclass
 class PGConfig(AgentConfig):
     """REINFORCE has no knobs beyond the shared ones; its advantages default to the paper's, unscaled."""
 
-    scale_rewards: str = field(default="none", metadata={"help": "Divide advantages by the std of the group, the batch, or none (default here: the paper's A = R - V)."})
+    scale_rewards: str = field(default="none", metadata={"help": (
+        "Divide advantages by the std of the group, the batch, or none (default here: the paper's A = R - V).")})
 
 
 class PGAgent(LLMAgent):
     config_class = PGConfig
 
-    def update(self, batch: Batch) -> dict:
-        prep = self.prepare(batch)
-        totals = {"loss/challenger": 0.0, "loss/solver": 0.0}
-        kl_sums = {"challenger": [0.0, 0.0], "solver": [0.0, 0.0]}
-        for chunk in self.micro_batches(batch, prep.index):
-            logps, mask = self.completion_logps(batch, chunk)
-            per_token = -prep.advantages[chunk, None] * logps                         # REINFORCE
-            self.backward_micro_batch(per_token, logps, mask, chunk, batch, prep, totals, kl_sums)  # + β · KL
-        totals, kl_sums = distributed.sum_across((totals, kl_sums))  # the global batch's (no-op in one process)
-        grad_norm = self.optimizer_step()
-        return {**batch.metrics, **prep.metrics, **totals, **self.kl_metrics(kl_sums), "grad_norm": grad_norm}
+    def policy_loss(self, logps, old_logps, advantages):
+        return reinforce(logps, advantages), {}

@@ -12,11 +12,10 @@ import torch
 
 from lsp_env import models
 from lsp_env.prompts import render_chat
-from lsp_env.rewards import pad_left
+from lsp_env.tokens import distinct_prompts, pad_left
 
 from .backends import make_backend
 from .perf import FlopCounter
-from .backends.hf import distinct_prompts
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -51,7 +50,8 @@ class Policy:
                  lora_target_modules: tuple[str, ...] = LORA_TARGETS, bf16: bool = False, backend: str = "hf",
                  device: str | torch.device | None = None):
         if device is None:
-            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+            device = (torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available()
+                      else torch.device("cpu"))
         self.model, self.tokenizer = models.load_model(model)
         self.model.to(device)
         self.lora = lora
@@ -103,7 +103,8 @@ class Policy:
 
     # ---- log-probs ------------------------------------------------------------------------------------------
     def autocast(self):
-        return torch.autocast(self.model.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext()
+        return (torch.autocast(self.model.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
+                else nullcontext())
 
     def completion_logps(self, prompts: list[list[int]], completions: list[list[int]], reference: bool = False,
                          temperature: float = 1.0):
@@ -154,8 +155,8 @@ class Policy:
         cache.reorder_cache(owner.to(device))     # row r gets its prompt's keys and values (index_select: grads sum)
         attention = torch.cat([prompt_mask[owner], input_mask.long()], dim=1)
         positions = prompt_mask.sum(-1)[owner, None] + torch.arange(inputs.shape[1])
-        rest = module(input_ids=inputs.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
-                      past_key_values=cache, use_cache=True).logits                   # (B, width - 1, V)
+        rest = module(input_ids=inputs.to(device), attention_mask=attention.to(device),  # (B, width - 1, V)
+                      position_ids=positions.to(device), past_key_values=cache, use_cache=True).logits
         return torch.cat([first, rest], dim=1)
 
     # ---- save / load ----------------------------------------------------------------------------------------
@@ -181,5 +182,6 @@ class Policy:
             state = load_file(directory / "model.safetensors")
             missing, unexpected = self.model.load_state_dict(state, strict=False)
             if unexpected or any(not k.endswith("lm_head.weight") for k in missing):
-                raise ValueError(f"checkpoint {directory} does not match the model: missing {missing}, unexpected {unexpected}")
+                raise ValueError(f"checkpoint {directory} does not match the model: missing {missing}, "
+                                 f"unexpected {unexpected}")
         self.backend.sync_weights()

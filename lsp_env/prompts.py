@@ -6,11 +6,22 @@ here. Every text that comes from a model is cleaned by :func:`clean_text` before
 
 from __future__ import annotations
 
+import enum
 import re
 import weakref
 
-CHALLENGER, SOLVER = 0, 1
-ROLE_NAMES = ("challenger", "solver")
+
+class Role(enum.IntEnum):
+    """Who plays a turn: the observation's ``role``, and a sample's role in a batch (``Batch.roles``)."""
+
+    CHALLENGER = 0
+    SOLVER = 1
+
+    @property
+    def key(self) -> str:
+        """``"challenger"`` / ``"solver"``: the key of the role's rewards in ``info`` and of its metrics."""
+        return self.name.lower()
+
 
 MAX_QUERY_CHARS = 1000    # a longer challenger output is not a usable query: the round ends, challenger penalised
 MAX_ANSWER_CHARS = 4000   # a longer solver answer is cut to this before it is scored (info["answer_truncated"])
@@ -25,8 +36,10 @@ CHALLENGER_USER = "Write one new query for the assistant."
 SOLVER_SYSTEM = "You are a helpful assistant. Answer the user's request as well as you can."
 
 _QUERY_TAG = re.compile(r"<query>(.*?)</query>", re.S | re.I)
-# a label is the word, an optional number, then ":", ". " or a spaced dash ("Query 2 - "); "Question-answering" is no label
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:query|question|instruction|prompt|task)(?:\s*\d+)?(?:\s*:|\.\s|\s+[-–]\s)\s*(?:\*\*)?\s*", re.I)
+# a label is the word, an optional number, then ":", ". " or a spaced dash ("Query 2 - ");
+# "Question-answering" is no label
+_LABEL = re.compile(r"^\s*(?:\*\*)?(?:query|question|instruction|prompt|task)(?:\s*\d+)?"
+                    r"(?:\s*:|\.\s|\s+[-–]\s)\s*(?:\*\*)?\s*", re.I)
 _QUOTES = "\"'`“”‘’"
 
 
@@ -43,8 +56,8 @@ def extract_query(text: str, max_chars: int = MAX_QUERY_CHARS) -> str | None:
 
     Rule: if the text has ``<query>...</query>``, the first such span is the query; otherwise the whole text is.
     Then a leading label (``Query:``, ``Question 1 -``, ``**Instruction:**``), whitespace, and one pair of quotes
-    around the whole query are stripped. A plain question with no markup is a valid query. Unusable: empty, no letter or digit, or longer
-    than ``max_chars`` characters.
+    around the whole query are stripped. A plain question with no markup is a valid query. Unusable: empty, no
+    letter or digit, or longer than ``max_chars`` characters.
     """
     text = clean_text(text)
     tagged = _QUERY_TAG.search(text)

@@ -8,8 +8,9 @@ of (query, answer) pairs; the vector env calls it once per step for all its sub-
   by token, through a sigmoid. No grade is read after the material, and text appended after a finished sentence
   or line can never raise the grade: the answer's first segment (a sentence, a line, or at most
   :data:`SEGMENT_TOKENS` tokens) counts in full, every later segment only as evidence against the answer (clipped
-  at 0, with a margin so that a harmless aside costs nothing). ``"digit"`` (the older scheme) asks for a grade 0–9 right after the answer and reads the expected
-  digit from the next-token probabilities; a small judge copies the last digit it read there
+  at 0, with a margin so that a harmless aside costs nothing). ``"digit"`` (the older scheme) asks for a grade
+  0–9 right after the answer and reads the expected digit from the next-token probabilities; a small judge
+  copies the last digit it read there
   (``benchmarks/judge_injection.py`` measures both). ``"rubric"`` counts the criteria met (0–7, the paper's
   additive rubric) read after a fixed restatement of the criteria.
 - :class:`SelfQuality`: the same schemes about the whole interaction (is the query a meaningful, answerable
@@ -40,6 +41,7 @@ from . import models
 from .judge_guard import strip_grader_talk
 from .prompts import MAX_ANSWER_CHARS, MAX_QUERY_CHARS, clean_text, escape_special_tokens, render_chat
 from .tasks import arithmetic, instructions
+from .tokens import pad_left
 
 PAYOFFS: dict[str, Callable[[float], float]] = {
     "zero_sum": lambda p: -p,
@@ -96,19 +98,6 @@ def _delimit(text: str, limit: int, guard: bool = False) -> str:
     return _TAGS.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
 
 
-def pad_left(sequences: Sequence[Sequence[int]], pad_id: int):
-    """Left-pad token id lists -> (input_ids, attention_mask, position_ids) for one batched forward."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, width - len(seq):] = torch.as_tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids, mask, positions
-
-
 class LLMJudge:
     """Grades answers with a chat model, in [0, 1]; no free text is generated or parsed.
 
@@ -153,7 +142,8 @@ class LLMJudge:
         """The prompt whose next token is read (schemes ``"digit"`` and ``"rubric"``)."""
         if self.scheme == "rubric":  # the criteria come after the material: the judge reads them last, whatever it says
             criteria = "\n".join(f"- {c}" for c in RUBRIC)
-            user = f"{self.material(query, answer)}\n\nThe material ends here. Criteria:\n{criteria}\n\nHow many of these criteria does the material meet?"
+            user = (f"{self.material(query, answer)}\n\nThe material ends here. Criteria:\n{criteria}\n\n"
+                    "How many of these criteria does the material meet?")
             continue_with = "Criteria met: "
         else:
             user, continue_with = f"{self.material(query, answer)}\n\nGrade (0-9):", "Grade: "
@@ -174,14 +164,16 @@ class LLMJudge:
             parts = [tuple(map(tuple, self.contrast_ids(q, a))) for q, a in pairs]
             unique = list(dict.fromkeys(parts))  # texts the guard cuts to the same reply are scored once
             logps = continuation_logprobs(self.model, self.tokenizer, [list(p) for e, c, _ in unique for p in (e, c)],
-                                          [list(a) for *_, a in unique for _ in range(2)], self.batch_size, per_token=True)
+                                          [list(a) for *_, a in unique for _ in range(2)], self.batch_size,
+                                          per_token=True)
             evidence = {u: contrast_evidence([x - y for x, y in zip(logps[2 * i], logps[2 * i + 1])],
                                              segment_ends(self.tokenizer, u[2]), self.margin)
                         for i, u in enumerate(unique)}
             # no answer left (empty, or all of it grader talk the guard dropped) is no answer: 0, not a neutral 0.5
             return [1.0 / (1.0 + math.exp(-evidence[p] / self.temperature)) if p[2] else 0.0 for p in parts]
         n = 8 if self.scheme == "rubric" else 10
-        probs = next_token_probs(self.model, self.tokenizer, [self.prompt_ids(q, a) for q, a in pairs], self.digit_ids[:n], self.batch_size)
+        prompts = [self.prompt_ids(q, a) for q, a in pairs]
+        probs = next_token_probs(self.model, self.tokenizer, prompts, self.digit_ids[:n], self.batch_size)
         return [float((p * torch.arange(float(n))).sum() / (n - 1)) for p in probs]
 
 
@@ -206,7 +198,8 @@ def contrast_evidence(ratios: Sequence[float], ends: Sequence[int], margin: floa
 
 
 @torch.inference_mode()
-def next_token_probs(model, tokenizer, prompts: list[list[int]], candidates: list[int], batch_size: int = 8) -> list[torch.Tensor]:
+def next_token_probs(model, tokenizer, prompts: list[list[int]], candidates: list[int],
+                     batch_size: int = 8) -> list[torch.Tensor]:
     """For each prompt, the model's next-token distribution renormalised over the ``candidates`` token ids.
 
     Prompts of similar length share a batch; a peft model runs with its adapters disabled (the frozen reference).
@@ -227,8 +220,8 @@ def next_token_probs(model, tokenizer, prompts: list[list[int]], candidates: lis
 
 
 @torch.inference_mode()
-def continuation_logprobs(model, tokenizer, prompts: list[list[int]], continuations: list[list[int]], batch_size: int = 8,
-                          chunk: int = 64, per_token: bool = False) -> list:
+def continuation_logprobs(model, tokenizer, prompts: list[list[int]], continuations: list[list[int]],
+                          batch_size: int = 8, chunk: int = 64, per_token: bool = False) -> list:
     """For each prompt, the summed log-probability of its continuation's tokens (0.0 for an empty continuation), or
     with ``per_token`` the list of each token's log-probability.
 
@@ -293,14 +286,17 @@ class PairwiseJudge:
         self.letter_ids = [self.tokenizer.convert_tokens_to_ids(c) for c in ("A", "B")]
 
     def prompt_ids(self, query: str, first: str, second: str) -> list[int]:
-        user = (f"<request>\n{_delimit(query, MAX_QUERY_CHARS)}\n</request>\n\n<answer A>\n{_delimit(first, MAX_ANSWER_CHARS, self.guard)}\n"
-                f"</answer A>\n\n<answer B>\n{_delimit(second, MAX_ANSWER_CHARS, self.guard)}\n</answer B>\n\nThe answers end here. Which of the two answers fulfils the request better, A or B?")
+        user = (f"<request>\n{_delimit(query, MAX_QUERY_CHARS)}\n</request>\n\n"
+                f"<answer A>\n{_delimit(first, MAX_ANSWER_CHARS, self.guard)}\n</answer A>\n\n"
+                f"<answer B>\n{_delimit(second, MAX_ANSWER_CHARS, self.guard)}\n</answer B>\n\n"
+                "The answers end here. Which of the two answers fulfils the request better, A or B?")
         chat = [{"role": "system", "content": PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
         return render_chat(self.tokenizer, chat, continue_with="Better answer: ")
 
     def prefer_first(self, queries, firsts, seconds) -> list[float]:
         prompts = [self.prompt_ids(q, a, b) for q, a, b in zip(queries, firsts, seconds, strict=True)]
-        return [float(p[0]) for p in next_token_probs(self.model, self.tokenizer, prompts, self.letter_ids, self.batch_size)]
+        probs = next_token_probs(self.model, self.tokenizer, prompts, self.letter_ids, self.batch_size)
+        return [float(p[0]) for p in probs]
 
     def judge_both_orders(self, queries, answers, others) -> tuple[list[float], list[float]]:
         """``(outcomes, preferences)`` from one judging of each pair in both orders: the discrete outcome of
@@ -325,14 +321,16 @@ class RewardModel:
         if isinstance(model, str):
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-            model = (AutoModelForSequenceClassification.from_pretrained(model).eval(), AutoTokenizer.from_pretrained(model))
+            model = (AutoModelForSequenceClassification.from_pretrained(model).eval(),
+                     AutoTokenizer.from_pretrained(model))
         self.model, self.tokenizer = model
 
     @torch.inference_mode()
     def __call__(self, queries: Sequence[str], answers: Sequence[str]) -> list[float]:
         scores = []
         for q, a in zip(queries, answers, strict=True):
-            chat = [{"role": "user", "content": q[:MAX_QUERY_CHARS]}, {"role": "assistant", "content": a[:MAX_ANSWER_CHARS]}]
+            chat = [{"role": "user", "content": q[:MAX_QUERY_CHARS]},
+                    {"role": "assistant", "content": a[:MAX_ANSWER_CHARS]}]
             ids = torch.tensor([render_chat(self.tokenizer, chat, add_generation_prompt=False)])
             logits = self.model(input_ids=ids.to(self.model.device)).logits[0].float().cpu()  # one sequence: no padding
             scores.append(float(logits[0]) if logits.numel() == 1 else float(torch.softmax(logits, -1)[-1]))

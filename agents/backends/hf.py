@@ -7,19 +7,19 @@ from contextlib import nullcontext
 
 import torch
 
-from lsp_env.rewards import pad_left
+from lsp_env.tokens import cut_at_stop, distinct_prompts, pad_left, stop_token_ids
 
 
 class HFBackend:
     """Batched sampling with ``model.generate``.
 
     By default it samples from the policy's own module, so there is nothing to sync after an update. With
-    ``generation_dtype`` (e.g. bf16) it keeps a copy of the weights in that dtype for generation instead (1.6x
-    faster than fp32 here, ~0.5x the memory of the fp32 master) and copies the trained weights into it in
-    :meth:`sync_weights` after every update (~50 ms for 135 M parameters). A peft (LoRA) model samples from
-    itself under ``autocast_dtype`` instead. A prompt repeated in the batch (the G answers to one query) is
-    prefilled once and its cache shared (~0.5 s of 7 s saved at 2 prompts x 4 answers here). A backend maps prompt
-    token ids to completion token ids; the policy owns tokenization and the trained model.
+    ``generation_dtype`` (e.g. bf16) it keeps a copy of the weights in that dtype for generation instead (faster
+    than fp32 where the hardware has fast bf16, half the memory of the fp32 master) and copies the trained weights
+    into it in :meth:`sync_weights` after every update. A peft (LoRA) model samples from itself under
+    ``autocast_dtype`` instead. A prompt repeated in the batch (the G answers to one query) is prefilled once and
+    its cache shared. A backend maps prompt token ids to completion token ids; the policy owns tokenization and the
+    trained model. (Measured speeds: ``benchmarks/throughput.py`` and the README.)
     """
 
     name = "hf"
@@ -30,7 +30,8 @@ class HFBackend:
         self.trained = model
         self.autocast_dtype = autocast_dtype
         self.batch_size = batch_size
-        separate = generation_dtype is not None and generation_dtype != model.dtype and not hasattr(model, "peft_config")
+        separate = (generation_dtype is not None and generation_dtype != model.dtype
+                    and not hasattr(model, "peft_config"))
         self.model = copy.deepcopy(model).to(generation_dtype).eval().requires_grad_(False) if separate else model
         if separate:
             self.autocast_dtype = None
@@ -48,8 +49,10 @@ class HFBackend:
                  top_k: int = 0, do_sample: bool = True) -> list[list[int]]:
         """Completion ids per prompt, cut after the first stop token (kept: the policy learns to stop)."""
         completions: list[list[int]] = []
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else dict(do_sample=False)
-        autocast = torch.autocast(self.model.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext()
+        sampling = (dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample
+                    else dict(do_sample=False))
+        autocast = (torch.autocast(self.model.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
+                    else nullcontext())
         was_training = self.model.training
         self.model.eval()
         try:
@@ -64,7 +67,7 @@ class HFBackend:
                         eos_token_id=sorted(self.stop_ids), past_key_values=cache, **sampling,
                     )
                 for row in out[:, ids.shape[1]:].tolist():
-                    completions.append(_cut_at_stop(row, self.stop_ids))
+                    completions.append(cut_at_stop(row, self.stop_ids))
         finally:
             self.model.train(was_training)
         return completions
@@ -78,33 +81,7 @@ class HFBackend:
         first_row = torch.as_tensor(first_rows)
         device = self.model.device
         cache = self.model(input_ids=ids[first_row, :-1].to(device), attention_mask=mask[first_row, :-1].to(device),
-                           position_ids=positions[first_row, :-1].to(device), use_cache=True, logits_to_keep=1).past_key_values
+                           position_ids=positions[first_row, :-1].to(device), use_cache=True,
+                           logits_to_keep=1).past_key_values
         cache.reorder_cache(torch.as_tensor(owner, device=device))
         return cache
-
-
-def distinct_prompts(prompts: list[list[int]]) -> tuple[list[int], list[int]]:
-    """``(first_rows, owner)``: the first row of each distinct prompt, and each row's distinct-prompt index."""
-    index: dict[tuple[int, ...], int] = {}
-    first_rows, owner = [], []
-    for row, prompt in enumerate(prompts):
-        k = index.setdefault(tuple(prompt), len(index))
-        if k == len(first_rows):
-            first_rows.append(row)
-        owner.append(k)
-    return first_rows, owner
-
-
-def stop_token_ids(generation_config, tokenizer) -> set[int]:
-    """The ids that end a completion: the generation config's eos id(s) and the tokenizer's (every backend's)."""
-    eos = generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
-    ids.discard(None)
-    return ids
-
-
-def _cut_at_stop(ids: list[int], stop_ids: set[int]) -> list[int]:
-    for k, token in enumerate(ids):
-        if token in stop_ids:
-            return ids[:k + 1]
-    return ids

