@@ -141,9 +141,10 @@ def summarise(runs: list[dict], before: dict) -> dict:
         for arm in dict.fromkeys(r["arm"] for r in runs if r["task"] == task):
             after = [r["after"] for r in runs if r["task"] == task and r["arm"] == arm]
             iterations = [r["iterations"] for r in runs if r["task"] == task and r["arm"] == arm]
-            out[task][arm] = {"seeds": len(after), "after_mean": float(np.mean(after)), "after_std": float(np.std(after)),
-                              "after_min": float(min(after)), "after_max": float(max(after)),
-                              "gain_mean": float(np.mean(after)) - before[task], "iterations_mean": float(np.mean(iterations))}
+            out[task][arm] = {"seeds": len(after), "after_mean": float(np.mean(after)),
+                              "after_std": float(np.std(after)), "after_min": float(min(after)),
+                              "after_max": float(max(after)), "gain_mean": float(np.mean(after)) - before[task],
+                              "iterations_mean": float(np.mean(iterations))}
     return out
 
 
@@ -151,22 +152,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="arithmetic,dialogue")
     parser.add_argument("--arms", default="", help="comma-separated arms (default: every arm of each task)")
-    parser.add_argument("--minutes", type=float, default=2.0, help="training budget per arm and seed (evaluation excluded)")
-    parser.add_argument("--iterations", type=int, default=0, help="budget in iterations per arm instead (0: use --minutes)")
+    parser.add_argument("--minutes", type=float, default=2.0,
+                        help="training budget per arm and seed (evaluation excluded)")
+    parser.add_argument("--iterations", type=int, default=0,
+                        help="budget in iterations per arm instead (0: use --minutes)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=4, help="arithmetic: held-out evaluation every k iterations")
-    parser.add_argument("--eval-problems-per-level", type=int, default=40, help="arithmetic: held-out problems per level")
-    parser.add_argument("--dialogue-eval-limit", type=int, default=40, help="dialogue: held-out instructions judged (of 120)")
+    parser.add_argument("--eval-problems-per-level", type=int, default=40,
+                        help="arithmetic: held-out problems per level")
+    parser.add_argument("--dialogue-eval-limit", type=int, default=40,
+                        help="dialogue: held-out instructions judged (of 120)")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--backend", default="hf", help="generation backend of the runs (hf or vllm)")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: where the hardware has fast bf16")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="default: where the hardware has fast bf16")
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/compare_algorithms.json"))
     parser.add_argument("--workdir", default=str(ROOT / "runs/compare_algorithms"))
     parser.add_argument("--keep-checkpoints", action="store_true")
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--reuse", default=None, help="earlier result JSONs of this benchmark (comma-separated): keep their "
-                        "starting-model figures and the runs this invocation does not run (recorded under 'reused')")
+    parser.add_argument("--reuse", default=None,
+                        help="earlier result JSONs of this benchmark (comma-separated): keep their starting-model "
+                             "figures and the runs this invocation does not run (recorded under 'reused')")
     parser.add_argument("extra", nargs="*", help="more lsp-train flags for every run (after --)")
     args = parser.parse_args()
 
@@ -222,12 +229,14 @@ def write(args, before: dict, runs: list[dict], seconds: float) -> dict:
     result = {
         "benchmark": "compare_algorithms",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "model": args.model, "bf16": args.bf16, "backend": args.backend,
         "budget": {"iterations": args.iterations} if args.iterations else {"minutes_per_arm": args.minutes},
         "metric": {"arithmetic": "held-out greedy solve rate, headline levels",
-                   "dialogue": f"judge's preference over the starting model, {args.dialogue_eval_limit} held-out instructions"},
+                   "dialogue": f"judge's preference over the starting model, {args.dialogue_eval_limit} held-out "
+                               "instructions"},
         "before": before, "arms": summarise(runs, before), "runs": runs, "benchmark_seconds": round(seconds),
         "reused": args.reused,
         "recipes": {task: TASKS[task]["recipe"] + list(args.extra) for task in TASKS},
@@ -252,8 +261,8 @@ def print_table(console, result: dict) -> None:
     for task, arms in result["arms"].items():
         for arm, s in arms.items():
             table.add_row(task, arm, str(s["seeds"]), f"{s['iterations_mean']:.0f}", f"{result['before'][task]:.3f}",
-                          f"{s['after_mean']:.3f} ± {s['after_std']:.3f}", f"{s['after_min']:.3f} – {s['after_max']:.3f}",
-                          f"{s['gain_mean']:+.3f}")
+                          f"{s['after_mean']:.3f} ± {s['after_std']:.3f}",
+                          f"{s['after_min']:.3f} – {s['after_max']:.3f}", f"{s['gain_mean']:+.3f}")
     console.print(table)
     for task, metric in result["metric"].items():
         if task in result["arms"]:
@@ -268,7 +277,8 @@ def plot(result: dict, path: Path) -> None:
 
     tasks = list(result["arms"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.2), squeeze=False)
-    colors = {arm: plt.get_cmap("tab10")(k) for k, arm in enumerate(dict.fromkeys(a for t in TASKS.values() for a in t["arms"]))}
+    colors = {arm: plt.get_cmap("tab10")(k)
+              for k, arm in enumerate(dict.fromkeys(a for t in TASKS.values() for a in t["arms"]))}
     for ax, task in zip(axes[0], tasks):
         runs = [r for r in result["runs"] if r["task"] == task]
         if task == "arithmetic":  # curves: each seed a line, time on x
@@ -287,8 +297,10 @@ def plot(result: dict, path: Path) -> None:
             arms = list(result["arms"][task])
             for k, arm in enumerate(arms):
                 s = result["arms"][task][arm]
-                ax.errorbar(k, s["after_mean"], yerr=s["after_std"], fmt="s", color=colors[arm], capsize=5, markersize=7)
-                ax.scatter([k] * s["seeds"], [r["after"] for r in runs if r["arm"] == arm], color="black", s=10, zorder=3)
+                ax.errorbar(k, s["after_mean"], yerr=s["after_std"], fmt="s", color=colors[arm], capsize=5,
+                            markersize=7)
+                ax.scatter([k] * s["seeds"], [r["after"] for r in runs if r["arm"] == arm], color="black", s=10,
+                           zorder=3)
             ax.axhline(result["before"][task], color="gray", linestyle="--", linewidth=1, label="starting model")
             ax.set_xticks(range(len(arms)), arms, rotation=20, fontsize=8)
             ax.set_ylabel("preference over the starting model")
@@ -297,7 +309,8 @@ def plot(result: dict, path: Path) -> None:
         ax.set_title(f"{task}: {result['metric'][task]}", fontsize=9)
     budget = result["budget"]
     fig.suptitle(f"same budget per arm: {budget.get('minutes_per_arm', budget.get('iterations'))} "
-                 f"{'min' if 'minutes_per_arm' in budget else 'iterations'} ({result['model']}, {result['machine']})", fontsize=10)
+                 f"{'min' if 'minutes_per_arm' in budget else 'iterations'} ({result['model']}, {result['machine']})",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -7,9 +7,10 @@
 arithmetic: greedy solve rate per level (held-out problems from a fixed seed, never trained on), overall and on the
 headline levels. instructions: IFEval's four figures (prompt- and instruction-level accuracy, strict and loose),
 greedy, and the rate per instruction id, on the held-out requests (`--split dev` while choosing a recipe, `test` for
-reported figures; topics not in the training list). dialogue: AlpacaEval-style win rate against the base model on the held-out instructions
-(`win_rate`, `standard_error`, `n`) and the judge's order-averaged `preference` (`standard_error_preference`),
-judged by the built-in LLM judge on the base model (see `agents.evaluate.dialogue_win_rate`).
+reported figures; topics not in the training list). dialogue: AlpacaEval-style win rate against the base model on the
+held-out instructions (`win_rate`, `standard_error`, `n`) and the judge's order-averaged `preference`
+(`standard_error_preference`), judged by the built-in LLM judge on the base model (see
+`agents.evaluate.dialogue_win_rate`).
 """
 
 from __future__ import annotations

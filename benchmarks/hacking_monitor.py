@@ -7,7 +7,8 @@ the embedded judge was a last line holding "9"), the same share for queries, and
 judge's grade of an answer minus its grade without the last line). A drift toward the exploit shows as the
 number-ending share rising over training, with a positive suffix sensitivity that pays for it.
 
-    python benchmarks/hacking_monitor.py NAME=RUN_DIR [NAME=RUN_DIR ...] [--json benchmarks/results/hacking_monitor.json]
+    python benchmarks/hacking_monitor.py NAME=RUN_DIR [NAME=RUN_DIR ...]
+        [--json benchmarks/results/hacking_monitor.json]
 
 Writes the JSON (per run: curves, first/last-third means, judge) and a PNG beside it, and prints a table.
 """

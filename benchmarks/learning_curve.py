@@ -66,18 +66,22 @@ def read_run(lines: list[dict]) -> dict:
         "iterations": trained[-1]["step"] if trained else 0, "trained_seconds": trained_seconds,
         # (no solver reward in an iteration whose queries were all invalid)
         "solver_reward_curve": [(line["step"], line["reward/solver"]) for line in trained if "reward/solver" in line],
-        "invalid_query_curve": [(line["step"], line["invalid_query_rate"]) for line in trained if "invalid_query_rate" in line],
+        "invalid_query_curve": [(line["step"], line["invalid_query_rate"]) for line in trained
+                                if "invalid_query_rate" in line],
         # the solve rate of the problems the challenger generated (V(q) averaged over the iteration's valid queries)
-        "generated_solve_rate_curve": [(line["step"], line["group_value"]) for line in trained if "group_value" in line],
+        "generated_solve_rate_curve": [(line["step"], line["group_value"]) for line in trained
+                                       if "group_value" in line],
     }
     evals = [line for line in lines if "eval/headline" in line]
     if evals:
         final = evals[-1]
         run.update(
             after_headline=final["eval/headline"], after_overall=final["eval/overall"],
-            after_per_level={k[5:]: v for k, v in final.items() if k.startswith("eval/") and k[5:] not in ("headline", "overall")},
+            after_per_level={k[5:]: v for k, v in final.items()
+                             if k.startswith("eval/") and k[5:] not in ("headline", "overall")},
             # (seconds trained, headline rate); the final evaluation comes after the last iteration's time
-            curve=[(line.get("time/trained", trained_seconds if line["step"] else 0.0), line["eval/headline"]) for line in evals],
+            curve=[(line.get("time/trained", trained_seconds if line["step"] else 0.0), line["eval/headline"])
+                   for line in evals],
         )
     return run
 
@@ -100,7 +104,8 @@ def main() -> None:
     parser.add_argument("--arms", default="data,lsp_zero,lsp")
     parser.add_argument("--eval-every", type=int, default=15)
     parser.add_argument("--model", default="embedded")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: where the CPU has fast bf16")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="default: where the CPU has fast bf16")
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/learning_curve.json"))
     parser.add_argument("--workdir", default=str(ROOT / "runs/learning_curve"))
     parser.add_argument("--quiet", action="store_true")
@@ -126,9 +131,11 @@ def main() -> None:
     runs, args.reused = [], None
     if args.reuse:  # greedy evaluation of the same base model is deterministic: no need to measure it twice
         old = json.loads(Path(args.reuse).read_text())
-        before = {"headline": old["solve_rate_before"], "per_level": old["before_per_level"], "overall": old["before_overall"]}
+        before = {"headline": old["solve_rate_before"], "per_level": old["before_per_level"],
+                  "overall": old["before_overall"]}
         runs = [r for r in old["runs"] if (r["arm"], r["seed"]) not in planned]
-        args.reused = {"from_date": old["date"], "recipe": old["recipe"], "runs": [f"{r['arm']}-seed{r['seed']}" for r in runs]}
+        args.reused = {"from_date": old["date"], "recipe": old["recipe"],
+                       "runs": [f"{r['arm']}-seed{r['seed']}" for r in runs]}
     else:
         console.print("evaluating the starting model on the held-out set ...")
         before = arithmetic_solve_rates(Policy(args.model, bf16=args.bf16))
@@ -137,10 +144,13 @@ def main() -> None:
         runs.append(run_arm(arm, seed, args, workdir))
         _write(args, before, runs)  # partial results survive an interrupted benchmark
     result = _write(args, before, runs)
-    table = Table("arm", "seeds", "iterations", "headline before", "headline after", "overall after", title="held-out solve rate (greedy)")
+    table = Table("arm", "seeds", "iterations", "headline before", "headline after", "overall after",
+                  title="held-out solve rate (greedy)")
     for arm, summary in result["arms"].items():
-        table.add_row(arm, str(summary["seeds"]), f"{summary['iterations_mean']:.0f}", f"{result['solve_rate_before']:.3f}",
-                      f"{summary['headline_after_mean']:.3f} ± {summary['headline_after_std']:.3f}", f"{summary['overall_after_mean']:.3f}")
+        table.add_row(arm, str(summary["seeds"]), f"{summary['iterations_mean']:.0f}",
+                      f"{result['solve_rate_before']:.3f}",
+                      f"{summary['headline_after_mean']:.3f} ± {summary['headline_after_std']:.3f}",
+                      f"{summary['overall_after_mean']:.3f}")
     console.print(table)
     console.print(f"gain ratio (LSP-Zero / data) = {result['gain_ratio']:.2f}   (target >= 0.9, after >= 0.5)")
 
@@ -153,10 +163,12 @@ def _write(args, before: dict, runs: list[dict]) -> dict:
         mine = [r for r in runs if r["arm"] == arm]
         headline = [r["after_headline"] for r in mine]
         arms[arm] = {
-            "seeds": len(mine), "headline_after_mean": float(np.mean(headline)), "headline_after_std": float(np.std(headline)),
+            "seeds": len(mine), "headline_after_mean": float(np.mean(headline)),
+            "headline_after_std": float(np.std(headline)),
             "overall_after_mean": float(np.mean([r["after_overall"] for r in mine])),
             "iterations_mean": float(np.mean([r["iterations"] for r in mine])),
-            "per_level_after_mean": {lvl: float(np.mean([r["after_per_level"][lvl] for r in mine])) for lvl in mine[0]["after_per_level"]},
+            "per_level_after_mean": {lvl: float(np.mean([r["after_per_level"][lvl] for r in mine]))
+                                     for lvl in mine[0]["after_per_level"]},
         }
     b = before["headline"]
     data_after = arms.get("data", {}).get("headline_after_mean", float("nan"))

@@ -12,7 +12,8 @@ and after, on `--split` (``dev`` while choosing a recipe, ``test`` for reported 
 type, and what the challenger learned to ask: its mix of instruction types and its invalid-query rate over training.
 
     python benchmarks/learning_curve_instructions.py --split test          # 10 min per arm: 3 + 3 + 2 + 2 runs
-    python benchmarks/learning_curve_instructions.py --minutes 2 --seeds 1 --lsp-seeds 1 --split dev --output /tmp/if.json
+    python benchmarks/learning_curve_instructions.py --minutes 2 --seeds 1 --lsp-seeds 1 --split dev \\
+        --output /tmp/if.json
 
 Writes JSON (``before``: the starting model's four figures; ``arms``: arm → ``{"seeds", "after", "after_std",
 "runs"}``), a PNG beside it, and a table. Shares ``lsp_train`` with ``learning_curve.py``.
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.learning_curve import lsp_train  # noqa: E402
 from lsp_env.tasks.instructions import FIGURES  # noqa: E402
+
 # every arm but lsp_kl shares the tuned GRPO recipe (its arithmetic-only parts do not apply here); the answer budget
 # is 64 tokens, which also bounds the requests the env accepts (`max_answer_tokens`)
 RECIPE = ["--recipe", "tuned", "--max-completion-length", "64"]
@@ -128,7 +130,8 @@ def main() -> None:
     parser.add_argument("--split", choices=("dev", "test"), default="test")
     parser.add_argument("--eval-every", type=int, default=15)
     parser.add_argument("--model", default="embedded")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: where the CPU has fast bf16")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="default: where the CPU has fast bf16")
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/learning_curve_instructions.json"))
     parser.add_argument("--workdir", default=str(ROOT / "runs/learning_curve_instructions"))
     parser.add_argument("--quiet", action="store_true")

@@ -82,7 +82,8 @@ class Worker:
         if message["event"] == "error":
             self.proc.kill()
             tail = "".join(open(self.log_path).readlines()[-15:])
-            raise RuntimeError(f"worker {self.name} failed: {message['error']}\n--- tail of {self.log_path} ---\n{tail}")
+            raise RuntimeError(f"worker {self.name} failed: {message['error']}\n"
+                               f"--- tail of {self.log_path} ---\n{tail}")
         return message
 
     def close(self) -> None:
@@ -129,7 +130,8 @@ def summarise(name: str, raw: dict) -> dict:
         "seconds_per_iteration": median(seconds), "seconds_all": [round(s["seconds"], 3) for s in raw["steps"]],
         "tokens_per_iteration": median([s["tokens"] for s in timed]),
         "tokens_per_second": median([s["tokens"] / s["seconds"] for s in timed]),
-        "generation_tokens_per_second": median([s["tokens"] / s["generate_seconds"] for s in timed if s.get("generate_seconds")]),
+        "generation_tokens_per_second": median([s["tokens"] / s["generate_seconds"] for s in timed
+                                                if s.get("generate_seconds")]),
     })
     if name.startswith("ours"):
         out["overhead_fraction"] = median([s["overhead_seconds"] / s["seconds"] for s in timed])
@@ -148,7 +150,8 @@ def headline(configs: dict, lora: bool) -> dict:
         out[f"{name}_tokens_per_second"] = c["tokens_per_second"]
     ratio = lambda a, b: a / b if a and b else None  # noqa: E731
     if "ours_fp32" in configs and "trl_fp32" in configs:
-        out["speedup_vs_trl_fp32"] = ratio(configs["trl_fp32"]["seconds_per_iteration"], configs["ours_fp32"]["seconds_per_iteration"])
+        out["speedup_vs_trl_fp32"] = ratio(configs["trl_fp32"]["seconds_per_iteration"],
+                                           configs["ours_fp32"]["seconds_per_iteration"])
     ours = {n: c for n, c in configs.items() if n.startswith("ours") and n != "ours_fp32_beta0"}
     trl = {n: c for n, c in configs.items() if n.startswith("trl")}
     if ours:
@@ -178,11 +181,13 @@ def machine_info() -> dict:
     from lsp_env.models import bf16_supported
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                 platform.processor())
     memory = next((int(line.split()[1]) / 1e6 for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal")), None) if Path("/proc/meminfo").exists() else None
     return {"cpu": model, "cores": os.cpu_count(), "memory_gb": memory, "bf16_supported": bf16_supported(),
-            "platform": platform.platform(), "python": platform.python_version(), "load_average_at_start": os.getloadavg()}
+            "platform": platform.platform(), "python": platform.python_version(),
+            "load_average_at_start": os.getloadavg()}
 
 
 def versions() -> dict:
@@ -194,8 +199,10 @@ def versions() -> dict:
             out[package] = version(package)
         except PackageNotFoundError:
             pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "agents", "lsp_env"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "agents", "lsp_env"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
     out["lsp-gym"] = commit + ("+uncommitted changes in agents/ or lsp_env/" if dirty else "")
     return out
 
@@ -206,15 +213,16 @@ def print_tables(result: dict) -> None:
 
     fmt = lambda v, f="{:.2f}": "-" if v is None else f.format(v)  # noqa: E731
     table = Table(title=f"One GRPO iteration ({result['settings']['num_prompts']} prompts x "
-                        f"{result['settings']['num_generations']} generations, <= {result['settings']['max_completion_length']} "
+                        f"{result['settings']['num_generations']} generations, "
+                        f"<= {result['settings']['max_completion_length']} "
                         f"new tokens), median of {result['settings']['repeats']} after 1 warm-up")
     for column in ("config", "setting", "s/iter", "all (s)", "tokens", "tok/s", "gen tok/s", "RSS GB", "overhead"):
         table.add_column(column, justify="left" if column in ("config", "setting") else "right")
     for name, c in result["configs"].items():
-        table.add_row(name, c["setting"], fmt(c["seconds_per_iteration"]), " ".join(f"{s:.1f}" for s in c["seconds_all"]),
-                      fmt(c["tokens_per_iteration"], "{:.0f}"), fmt(c["tokens_per_second"], "{:.1f}"),
-                      fmt(c["generation_tokens_per_second"], "{:.1f}"), fmt(c["peak_rss_gb"]),
-                      fmt(c.get("overhead_fraction"), "{:.1%}"))
+        table.add_row(name, c["setting"], fmt(c["seconds_per_iteration"]),
+                      " ".join(f"{s:.1f}" for s in c["seconds_all"]), fmt(c["tokens_per_iteration"], "{:.0f}"),
+                      fmt(c["tokens_per_second"], "{:.1f}"), fmt(c["generation_tokens_per_second"], "{:.1f}"),
+                      fmt(c["peak_rss_gb"]), fmt(c.get("overhead_fraction"), "{:.1%}"))
     console = Console(width=None if sys.stdout.isatty() else 130)  # a log file gets the whole table
     console.print(table)
     summary = Table(title="Figures and goals")
@@ -225,7 +233,8 @@ def print_tables(result: dict) -> None:
         if value is None:
             continue
         met = value <= goal if key in ("overhead_fraction", "lora_memory_ratio") else value >= goal
-        summary.add_row(key, f"{value:.3f}", ("<= " if key in ("overhead_fraction", "lora_memory_ratio") else ">= ") + str(goal),
+        summary.add_row(key, f"{value:.3f}",
+                        ("<= " if key in ("overhead_fraction", "lora_memory_ratio") else ">= ") + str(goal),
                         "yes" if met else "NO")
     for key in ("generation_efficiency_hf", "generation_efficiency_vllm", "ours_fastest_config", "trl_fastest_config"):
         if result.get(key) is not None:
@@ -240,22 +249,29 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/throughput.json"), help="where the JSON goes")
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations per configuration (after 1 warm-up)")
-    parser.add_argument("--model", default="embedded", help="embedded, tiny-random (quick plumbing checks) or an HF directory")
+    parser.add_argument("--model", default="embedded",
+                        help="embedded, tiny-random (quick plumbing checks) or an HF directory")
     parser.add_argument("--num-prompts", type=int, default=2, help="prompts (queries) per iteration")
     parser.add_argument("--num-generations", type=int, default=4, help="completions per prompt (G)")
     parser.add_argument("--max-completion-length", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--natural-length", action="store_true",
-                        help="let completions stop at the stop token (default: every completion is max-completion-length "
-                             "tokens on both sides, so both do the same work)")
-    parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient (> 0: a reference forward on both sides)")
+                        help="let completions stop at the stop token (default: every completion is "
+                             "max-completion-length tokens on both sides, so both do the same work)")
+    parser.add_argument("--beta", type=float, default=0.04,
+                        help="KL coefficient (> 0: a reference forward on both sides)")
     parser.add_argument("--loss-type", default="grpo", help="pinned equal on both sides")
     parser.add_argument("--learning-rate", type=float, default=5e-6)
-    parser.add_argument("--lora", action="store_true", help="LoRA (r 16, alpha 32) on both sides, plus ours at beta=0 for the memory ratio")
-    parser.add_argument("--no-vllm", action="store_true", help="ours_fast uses HF generation even when vLLM is installed")
-    parser.add_argument("--gen-repeats", type=int, default=3, help="paired ours-vs-raw-engine generation calls for generation_efficiency")
-    parser.add_argument("--configs", default="", help="comma-separated subset of ours_fp32,trl_fp32,ours_fast,trl_fast (debugging)")
-    parser.add_argument("--profile", default="", help="directory: write a torch.profiler table of one extra iteration per ours_* config")
+    parser.add_argument("--lora", action="store_true",
+                        help="LoRA (r 16, alpha 32) on both sides, plus ours at beta=0 for the memory ratio")
+    parser.add_argument("--no-vllm", action="store_true",
+                        help="ours_fast uses HF generation even when vLLM is installed")
+    parser.add_argument("--gen-repeats", type=int, default=3,
+                        help="paired ours-vs-raw-engine generation calls for generation_efficiency")
+    parser.add_argument("--configs", default="",
+                        help="comma-separated subset of ours_fp32,trl_fp32,ours_fast,trl_fast (debugging)")
+    parser.add_argument("--profile", default="",
+                        help="directory: write a torch.profiler table of one extra iteration per ours_* config")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--note", default="", help="free text stored in the JSON (e.g. 'taken under CPU contention')")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -291,7 +307,8 @@ def main(argv=None) -> None:
     try:
         import trl  # noqa: F401
     except ImportError:
-        raise SystemExit("TRL is missing: install the benchmark extra, `pip install -e '.[bench]'` (or `make bench`)") from None
+        raise SystemExit("TRL is missing: install the benchmark extra, `pip install -e '.[bench]'` "
+                         "(or `make bench`)") from None
     specs = build_specs(args)
     wanted = [c for c in args.configs.split(",") if c] or list(specs)
     unknown = set(wanted) - set(specs)
@@ -409,8 +426,9 @@ def raw_generate(backend, prompts: list[list[int]], config, min_new_tokens: int)
     backend.model.eval()
     with torch.inference_mode(), autocast:
         out = backend.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=config.max_completion_length,
-                                     do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-                                     pad_token_id=backend.tokenizer.pad_token_id, eos_token_id=sorted(backend.stop_ids))
+                                     do_sample=True, temperature=config.temperature, top_p=config.top_p,
+                                     top_k=config.top_k, pad_token_id=backend.tokenizer.pad_token_id,
+                                     eos_token_id=sorted(backend.stop_ids))
     backend.model.train(was_training)
     return sum(_count_until_stop(row, backend.stop_ids) for row in out[:, ids.shape[1]:].tolist())
 
@@ -500,7 +518,8 @@ def run_ours(spec: dict, chan: Channel) -> None:
             raise
         # e.g. a head size without a vLLM CPU kernel: measure HF instead, and say so (this process's RSS then
         # includes whatever the failed engine start-up touched)
-        cfg.backend, note = "hf", f"vLLM backend failed to start ({type(err).__name__}: {err}); HF generation used instead"
+        cfg.backend, note = "hf", (f"vLLM backend failed to start ({type(err).__name__}: {err}); "
+                                   "HF generation used instead")
         policy, envs, agent = build(cfg, agent_cfg)
     force_min_new_tokens(policy.backend, spec["min_new_tokens"])
     # instrument the model-compute calls (the library stays untouched); the rest of the iteration is overhead
@@ -518,9 +537,11 @@ def run_ours(spec: dict, chan: Channel) -> None:
     policy.completion_logps = sections.wrap("logps_forward", policy.completion_logps)
     agent.optimizer_step = sections.wrap("optimizer_step", agent.optimizer_step)
     torch.Tensor.backward = sections.wrap("backward", torch.Tensor.backward)
-    setting = f"{'bf16' if spec['bf16'] else 'fp32'} {cfg.backend}" + (" LoRA" if spec["lora"] else "") + f" β={spec['beta']}"
-    chan.send({"event": "ready", "info": {"system": "ours", "backend": cfg.backend, "setting": setting, "backend_note": note,
-                                          "load_seconds": time.perf_counter() - start, "threads": torch.get_num_threads(),
+    setting = (f"{'bf16' if spec['bf16'] else 'fp32'} {cfg.backend}" + (" LoRA" if spec["lora"] else "")
+               + f" β={spec['beta']}")
+    chan.send({"event": "ready", "info": {"system": "ours", "backend": cfg.backend, "setting": setting,
+                                          "backend_note": note, "load_seconds": time.perf_counter() - start,
+                                          "threads": torch.get_num_threads(),
                                           "vllm_cpu_kvcache_space_gib": os.environ.get("VLLM_CPU_KVCACHE_SPACE")}})
 
     def iteration(step: int) -> dict:
@@ -535,7 +556,7 @@ def run_ours(spec: dict, chan: Channel) -> None:
                 "reward": metrics.get("reward/solver")}
 
     step = 0
-    while (command := chan.recv()) == "step":
+    while chan.recv() == "step":
         chan.send(iteration(step))
         step += 1
     summary = generation_efficiency(agent, last_chats, spec["gen_repeats"], spec["min_new_tokens"])
@@ -588,9 +609,11 @@ def run_trl(spec: dict, chan: Channel) -> None:
         """Hold the training loop between steps until the parent says "step"; time each step from that moment."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            setting = f"fp32 hf gc-{'on' if args.gradient_checkpointing else 'off'}" + (" LoRA" if spec["lora"] else "") + f" β={args.beta}"
+            setting = (f"fp32 hf gc-{'on' if args.gradient_checkpointing else 'off'}"
+                       + (" LoRA" if spec["lora"] else "") + f" β={args.beta}")
             chan.send({"event": "ready", "info": {"system": "trl", "backend": "hf", "setting": setting,
-                                                  "load_seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}})
+                                                  "load_seconds": time.perf_counter() - start,
+                                                  "threads": torch.get_num_threads()}})
             self.wait()
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -613,13 +636,15 @@ def run_trl(spec: dict, chan: Channel) -> None:
 
         from agents.policy import LORA_TARGETS
 
-        peft_config = LoraConfig(r=16, lora_alpha=32, target_modules=list(LORA_TARGETS), lora_dropout=0.0, task_type="CAUSAL_LM")
+        peft_config = LoraConfig(r=16, lora_alpha=32, target_modules=list(LORA_TARGETS), lora_dropout=0.0,
+                                 task_type="CAUSAL_LM")
     output_dir = tempfile.mkdtemp(prefix="lsp-trl-")
     args = GRPOConfig(
         output_dir=output_dir, use_cpu=True, bf16=False, gradient_checkpointing=spec["gradient_checkpointing"],
         beta=spec["beta"], loss_type=spec["loss_type"], learning_rate=spec["learning_rate"], weight_decay=0.0,
-        max_grad_norm=1.0, num_generations=spec["num_generations"], epsilon=0.2, num_iterations=1, scale_rewards="group",
-        per_device_train_batch_size=spec["num_prompts"] * spec["num_generations"], gradient_accumulation_steps=1,
+        max_grad_norm=1.0, num_generations=spec["num_generations"], epsilon=0.2, num_iterations=1,
+        scale_rewards="group", per_device_train_batch_size=spec["num_prompts"] * spec["num_generations"],
+        gradient_accumulation_steps=1,
         max_completion_length=spec["max_completion_length"], temperature=spec["temperature"], top_p=1.0, top_k=0,
         use_vllm=False, max_steps=spec["iterations"], seed=spec["seed"], save_strategy="no", report_to="none",
         disable_tqdm=True, model_init_kwargs={"dtype": torch.float32},

@@ -17,7 +17,8 @@ from .tasks import TASKS, InvalidQuery
 
 
 class AnyText(spaces.Text):
-    """A text space that holds any ``str`` of at most ``max_length`` characters (``spaces.Text`` only holds its charset).
+    """A text space that holds any ``str`` of at most ``max_length`` characters (``spaces.Text`` only holds its
+    charset).
 
     ``sample()`` draws printable ASCII, which keeps copies cheap (``batch_space`` deep-copies the space per sub-env).
     """

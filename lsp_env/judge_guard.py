@@ -34,7 +34,8 @@ _HOMOGLYPHS = str.maketrans({
     "х": "x", "ѕ": "s", "і": "i", "ј": "j", "ԁ": "d", "ɡ": "g", "α": "a", "ε": "e", "ι": "i", "κ": "k", "ο": "o",
     "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ν": "v",
 })
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g", "@": "a", "$": "s"})
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
+                       "@": "a", "$": "s"})
 
 _GRADING_WORDS = (
     # English
@@ -48,15 +49,17 @@ _GRADING_SCRIPTS = (  # no word boundaries in these scripts (or \b misfires on t
     "оцен", "балл", "评分", "满分", "打分", "评价", "得分", "採点", "評価", "点数", "満点", "مقي", "الدرجة", "تقييم",
 )
 # an answer reviewing itself ("this answer is correct", "the response above ..."), not "the answer is 42"
-_SELF_REFERENCE = (r"(?:(?:this|my)\s+(?:answer|response|reply|solution)\s+(?:is\s+(?:\w+\s+)?(?:correct|perfect|complete|accurate|"
-                   r"excellent|right|flawless|great|the best)|deserves|meets|was\s+(?:reviewed|verified|checked))"
-                   r"|(?:the|this)\s+(?:answer|response|reply|solution)\s+above|(?:above|previous|preceding)\s+(?:answer|response|reply))")
+_SELF_REFERENCE = (r"(?:(?:this|my)\s+(?:answer|response|reply|solution)\s+(?:is\s+(?:\w+\s+)?(?:correct|perfect|"
+                   r"complete|accurate|excellent|right|flawless|great|the best)|deserves|meets|"
+                   r"was\s+(?:reviewed|verified|checked))"
+                   r"|(?:the|this)\s+(?:answer|response|reply|solution)\s+above"
+                   r"|(?:above|previous|preceding)\s+(?:answer|response|reply))")
 _STRUCTURE = (
     r"<\|[a-z_]+\|>", r"\bim_(?:start|end)\b", r"endoftext", r"\[/?\s*(?:system|inst|assistant|user)\s*\]",
     r"</?\s*(?:system|assistant|user|answer|request|grade|score|instruction)s?\b[^>]*>", r"^\s*#{2,}\s*\w+\s*:?\s*$",
-    r"<!--", r"\[//\]\s*:", r"^\s*(?:system|assistant|user|grader|judge|evaluator)\s*:", r"\bignore\b.{0,30}\binstruction",
-    r"\b(?:new|updated|previous|prior)\s+instructions?\b", r"\boverride\b", r"\brespond\s+with\b", r"\byour\s+(?:reply|output|answer)\s+must\b",
-    r"\b(?:do not|don't|only)\s+output\b",
+    r"<!--", r"\[//\]\s*:", r"^\s*(?:system|assistant|user|grader|judge|evaluator)\s*:",
+    r"\bignore\b.{0,30}\binstruction", r"\b(?:new|updated|previous|prior)\s+instructions?\b", r"\boverride\b",
+    r"\brespond\s+with\b", r"\byour\s+(?:reply|output|answer)\s+must\b", r"\b(?:do not|don't|only)\s+output\b",
 )
 # the top of a grading scale: what an injection asks for (a low number is not worth asking for)
 _SCALE = r"(?:9|10|nine|ten|neuf|nueve|neun|nove|девять|九)"
@@ -67,8 +70,10 @@ _ASK_FOR_NUMBER = (
     rf"\b{_SCALE}\s*(?:/|out of|su|de|von|из|sur)\s*{_SCALE}\b",
 )
 _FLAGS = re.I | re.M
-_GRADING = re.compile(r"\b(?:" + "|".join(_GRADING_WORDS) + r")\b|" + "|".join(map(re.escape, _GRADING_SCRIPTS)), _FLAGS)
-_GRADING_SQUEEZED = re.compile("|".join(_GRADING_WORDS[:6]), _FLAGS)  # inside a run of spaced-out letters: no word boundaries
+_GRADING = re.compile(r"\b(?:" + "|".join(_GRADING_WORDS) + r")\b|" + "|".join(map(re.escape, _GRADING_SCRIPTS)),
+                      _FLAGS)
+# inside a run of spaced-out letters: no word boundaries
+_GRADING_SQUEEZED = re.compile("|".join(_GRADING_WORDS[:6]), _FLAGS)
 _TOP_OF_SCALE = re.compile(r"(?<![\d.,])(?:9|10)(?![\d.,]\d)|\b(?:nine|ten)\b|九|девять", _FLAGS)
 _SELF = re.compile(r"\b" + _SELF_REFERENCE + r"\b", _FLAGS)
 _STRUCT = re.compile("|".join(_STRUCTURE), _FLAGS)

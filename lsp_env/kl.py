@@ -7,8 +7,8 @@ The env never runs the policy, so it cannot compute KL itself. It is made with a
 - placement ``"reward"``: the rollout subtracts β · (KL summed over the completion's tokens) from that role's
   reward before advantages, and records it in the batch metrics.
 
-Estimators of KL(π || π_ref) from samples of π, per token, with ``d = log π_ref(x) − log π(x)`` (Schulman, "Approximating
-KL divergence", 2020):  k1 = −d (unbiased, can be negative), k2 = d² / 2 (biased, low variance),
+Estimators of KL(π || π_ref) from samples of π, per token, with ``d = log π_ref(x) − log π(x)`` (Schulman,
+"Approximating KL divergence", 2020):  k1 = −d (unbiased, can be negative), k2 = d² / 2 (biased, low variance),
 k3 = exp(d) − d − 1 (unbiased, ≥ 0, low variance; TRL's and the default).
 """
 

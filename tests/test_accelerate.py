@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.grpo import GRPOAgent, GRPOConfig
-from agents.pg import PGAgent, PGConfig
+from agents.grpo import GRPOAgent
+from agents.pg import PGAgent
 from agents.policy import Policy
 from agents.rollout import CHALLENGER, SOLVER, Batch
 from lsp_env.kl import KLHook
@@ -57,9 +57,10 @@ def launch(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
 
 def start_machines(args: list[str], port: int) -> list[subprocess.Popen]:
     """The README's multi-machine command, on one machine: two launches of one process each, ranks 0 and 1."""
-    return [subprocess.Popen([*LAUNCH, "--num_machines", "2", "--machine_rank", str(k), "--main_process_ip", "127.0.0.1",
-                              "--main_process_port", str(port), *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for k in range(2)]
+    return [subprocess.Popen([*LAUNCH, "--num_machines", "2", "--machine_rank", str(k),
+                              "--main_process_ip", "127.0.0.1", "--main_process_port", str(port), *args],
+                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for k in range(2)]
 
 
 def free_port() -> int:
@@ -204,7 +205,8 @@ def assert_ranks_equal_one_process(tmp_path):
             for key in COMPARED:
                 assert (key in rank["metrics"]) == (key in single["metrics"]), (name, key)
                 if key in single["metrics"]:
-                    assert rank["metrics"][key] == pytest.approx(single["metrics"][key], rel=1e-5, abs=1e-7), (name, key)
+                    assert rank["metrics"][key] == pytest.approx(single["metrics"][key], rel=1e-5,
+                                                                 abs=1e-7), (name, key)
         assert single["metrics"]["grad_norm"] > 0 and single["metrics"]["trained_samples"] > 0
         assert all(torch.equal(ranks[0]["params"][k], ranks[1]["params"][k]) for k in single["params"])  # in sync
     assert [(tmp_path / f"nan-rank{r}.txt").read_text() for r in range(WORLD_SIZE)] == ["refused"] * WORLD_SIZE

@@ -28,7 +28,8 @@ def test_group_advantages_match_trl_bessel_std_plus_1e4():
     mean0, std0 = 1 / 3, math.sqrt(((2 / 3) ** 2 + 2 * (1 / 3) ** 2) / 2)  # Bessel: divide by G - 1
     expected = [(1 - mean0) / (std0 + 1e-4), -mean0 / (std0 + 1e-4), -mean0 / (std0 + 1e-4), 0.0, 0.0, 0.0]
     assert group_advantages(rewards, groups, "group").tolist() == pytest.approx(expected, abs=1e-6)
-    assert group_advantages(rewards, groups, "none").tolist() == pytest.approx([2 / 3, -1 / 3, -1 / 3, 0, 0, 0], abs=1e-6)
+    assert group_advantages(rewards, groups, "none").tolist() == pytest.approx([2 / 3, -1 / 3, -1 / 3, 0, 0, 0],
+                                                                               abs=1e-6)
     batch_std = float(rewards.std())
     assert group_advantages(rewards, groups, "batch").tolist() == pytest.approx(
         [x / (batch_std + 1e-4) for x in [2 / 3, -1 / 3, -1 / 3, 0, 0, 0]], abs=1e-6)
@@ -38,7 +39,8 @@ def test_challenger_advantage_is_payoff_minus_mean_payoff():
     payoffs = torch.tensor([-1.0, -0.5, 0.0, -0.5])  # zero-sum: c = -V(q)
     assert challenger_advantages(payoffs, "none").tolist() == pytest.approx([-0.5, 0.0, 0.5, 0.0])
     std = float(payoffs.std())
-    assert challenger_advantages(payoffs, "group").tolist() == pytest.approx([x / (std + 1e-4) for x in [-0.5, 0, 0.5, 0]], abs=1e-6)
+    assert challenger_advantages(payoffs, "group").tolist() == pytest.approx(
+        [x / (std + 1e-4) for x in [-0.5, 0, 0.5, 0]], abs=1e-6)
 
 
 def test_compute_advantages_routes_roles():
@@ -76,7 +78,8 @@ def test_sequence_loss_type_is_the_papers_sequence_log_probability():
     lengths = torch.tensor([2.0, 4.0, 5.0])
     # the paper: -mean over a role's sequences of A * log pi(o), log pi(o) = sum of the tokens' log-probs
     assert aggregation_weights(roles, lengths, "sequence", 8).tolist() == pytest.approx([1 / 2, 1 / 2, 1.0])
-    assert aggregation_weights(roles, lengths, "sequence", 8, challenger_weight=0.5).tolist() == pytest.approx([1 / 2, 1 / 2, 0.5])
+    assert aggregation_weights(roles, lengths, "sequence", 8, challenger_weight=0.5).tolist() == pytest.approx(
+        [1 / 2, 1 / 2, 0.5])
 
 
 def test_clipped_surrogate_by_hand():
@@ -118,7 +121,8 @@ def test_grpo_update_loss_and_gradient_by_hand():
     policy = FixedLogpsPolicy(logps, ref)
     from agents.rollout import Batch
 
-    batch = Batch([[0], [1]], [[7], [8]], torch.tensor([1, 1]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), ["a", "b"])
+    batch = Batch([[0], [1]], [[7], [8]], torch.tensor([1, 1]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]),
+                  ["a", "b"])
     agent = GRPOAgent(policy, KLHook(beta=0.5), GRPOConfig(scale_rewards="none", learning_rate=0.0, max_grad_norm=0))
     metrics = agent.update(batch)
     # A = (+0.5, -0.5); ratio = 1; k3(d) = e^d - d - 1 with d = ref - logp = (-log 2, 0)
@@ -129,7 +133,8 @@ def test_grpo_update_loss_and_gradient_by_hand():
     # d/dlogp of the surrogate at ratio 1 is -A; of beta*k3 it is beta*(1 - e^d); each divided by 2 sequences
     expected_grad = [(-0.5 + 0.5 * (1 - 0.5)) / 2, (0.5 + 0.5 * (1 - 1.0)) / 2]
     assert policy.param.grad is None  # zeroed after the step...
-    agent2 = GRPOAgent(FixedLogpsPolicy(logps, ref), KLHook(beta=0.5), GRPOConfig(scale_rewards="none", learning_rate=1.0, max_grad_norm=0))
+    agent2 = GRPOAgent(FixedLogpsPolicy(logps, ref), KLHook(beta=0.5),
+                       GRPOConfig(scale_rewards="none", learning_rate=1.0, max_grad_norm=0))
     agent2.optimizer = torch.optim.SGD([agent2.policy.param], lr=1.0)
     agent2.update(batch)
     step = (logps - agent2.policy.param.detach()).flatten().tolist()  # SGD: param -= lr * grad
@@ -145,7 +150,8 @@ def test_k3_in_the_loss_stays_finite_with_nan_prone_padding():
     policy.padding = -1000.0
     from agents.rollout import Batch
 
-    batch = Batch([[0], [1]], [[7, 7], [8]], torch.tensor([1, 1]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), ["a", "b"])
+    batch = Batch([[0], [1]], [[7, 7], [8]], torch.tensor([1, 1]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]),
+                  ["a", "b"])
     agent = PGAgent(policy, KLHook(beta=0.5), PGConfig(scale_rewards="none", max_grad_norm=0))
     grads = []
     agent.optimizer_step = lambda: grads.append(policy.param.grad.clone()) or 0.0
@@ -198,7 +204,8 @@ def tiny_envs():
 
 
 @pytest.mark.parametrize("agent_class,config", [(PGAgent, PGConfig(max_completion_length=8)),
-                                                (GRPOAgent, GRPOConfig(max_completion_length=8, num_iterations=2, learning_rate=1e-3))])
+                                                (GRPOAgent, GRPOConfig(max_completion_length=8, num_iterations=2,
+                                                                       learning_rate=1e-3))])
 def test_update_changes_the_policy_and_reports_metrics(tiny_envs, agent_class, config):
     torch.manual_seed(0)
     policy = Policy("tiny-random")
@@ -229,9 +236,11 @@ def test_completion_logps_at_a_temperature_are_those_of_the_sampler():
     policy = Policy("tiny-random")
     prompt, completion = [5, 17, 42, 9], [33, 7, 120]
     logps, _ = policy.completion_logps([prompt], [completion], temperature=0.5)
-    torch.testing.assert_close(logps[0].detach(), plain_logps(policy.model, prompt, completion, 0.5), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logps[0].detach(), plain_logps(policy.model, prompt, completion, 0.5),
+                               atol=1e-5, rtol=1e-5)
     reference, _ = policy.completion_logps([prompt], [completion], reference=True, temperature=0.5)
-    torch.testing.assert_close(reference[0], plain_logps(policy.reference, prompt, completion, 0.5), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(reference[0], plain_logps(policy.reference, prompt, completion, 0.5),
+                               atol=1e-5, rtol=1e-5)
     assert not torch.allclose(logps[0].detach(), plain_logps(policy.model, prompt, completion, 1.0), atol=1e-3)
 
 
@@ -251,10 +260,12 @@ def test_grpo_at_a_temperature_uses_it_for_old_new_and_reference_logps_and_start
     expected = {i: plain_logps(policy.model, prompts[i], completions[i], 0.5) for i in range(len(batch))}
     seen = []  # (new logps, old logps, mask) of every micro-batch
     surrogate = agents.grpo.clipped_surrogate
-    monkeypatch.setattr(agents.grpo, "clipped_surrogate", lambda new, old, *a: seen.append((new.detach(), old)) or surrogate(new, old, *a))
+    monkeypatch.setattr(agents.grpo, "clipped_surrogate",
+                        lambda new, old, *a: seen.append((new.detach(), old)) or surrogate(new, old, *a))
     sequence_logps = agent.sequence_logps
     recorded = {}
-    monkeypatch.setattr(agent, "sequence_logps", lambda b, index, reference=False: recorded.setdefault(reference, sequence_logps(b, index, reference)))
+    monkeypatch.setattr(agent, "sequence_logps", lambda b, index, reference=False: recorded.setdefault(
+        reference, sequence_logps(b, index, reference)))
     agent.update(batch)
     for reference in (False, True):  # the old policy's and the reference's (equal weights before the first step)
         for i, logps in enumerate(recorded[reference]):
@@ -272,7 +283,8 @@ def test_old_and_reference_logps_are_computed_without_autograd(monkeypatch):
 
     policy = Policy("tiny-random")
     agent = GRPOAgent(policy, KLHook(beta=0.1), GRPOConfig(num_iterations=2))
-    batch = Batch([[5, 17], [5, 17]], [[33, 7], [4]], torch.tensor([1, 1]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), ["a", "b"])
+    batch = Batch([[5, 17], [5, 17]], [[33, 7], [4]], torch.tensor([1, 1]), torch.tensor([1.0, 0.0]),
+                  torch.tensor([0, 0]), ["a", "b"])
     built_graphs = []  # whether each forward pass recorded an autograd graph
     completion_logps = policy.completion_logps
 
@@ -315,7 +327,7 @@ def test_shared_prompt_logps_and_gradients_equal_separate_unpadded_passes(lora):
                     p.normal_(0, 0.1)
     g = torch.Generator().manual_seed(1)
     unique = [torch.randint(5, 200, (n,), generator=g).tolist() for n in (7, 12, 3)]
-    prompts = [unique[0]] * 3 + [unique[1]] * 2 + [unique[2], unique[0]]     # groups, a singleton, a non-adjacent repeat
+    prompts = [unique[0]] * 3 + [unique[1]] * 2 + [unique[2], unique[0]]  # groups, a singleton, a non-adjacent repeat
     completions = [torch.randint(5, 200, (n,), generator=g).tolist() for n in (5, 9, 1, 4, 9, 2, 6)]
     logps, mask = policy.completion_logps(prompts, completions)
     assert mask.sum(1).tolist() == [len(c) for c in completions]
@@ -386,7 +398,8 @@ def test_lsp_train_writes_metrics_checkpoint_and_plot(tmp_path, agent):
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
-    common = ["--env", "LSP-Arith-Data-v0", "--agent", "grpo", *TINY, "--reward", "length", "--seed", "3", "--beta", "0.05", "--learning-rate", "1e-3"]
+    common = ["--env", "LSP-Arith-Data-v0", "--agent", "grpo", *TINY, "--reward", "length", "--seed", "3",
+              "--beta", "0.05", "--learning-rate", "1e-3"]
     train_main([*common, "--iterations", "3", "--output-dir", str(tmp_path / "straight")])
     train_main([*common, "--iterations", "2", "--output-dir", str(tmp_path / "split")])
     train_main([*common, "--iterations", "3", "--output-dir", str(tmp_path / "split"), "--resume"])
@@ -396,13 +409,15 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
         assert {k: a.get(k) for k in DETERMINISTIC} == {k: b.get(k) for k in DETERMINISTIC}
     from safetensors.torch import load_file
 
-    wa, wb = load_file(tmp_path / "straight/checkpoint-3/model.safetensors"), load_file(tmp_path / "split/checkpoint-3/model.safetensors")
+    wa, wb = (load_file(tmp_path / "straight/checkpoint-3/model.safetensors"),
+              load_file(tmp_path / "split/checkpoint-3/model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_resume_without_a_checkpoint_and_rerun_into_a_used_dir_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        train_main(["--env", "LSP-Arith-Data-v0", *TINY, "--iterations", "1", "--output-dir", str(tmp_path), "--resume"])
+        train_main(["--env", "LSP-Arith-Data-v0", *TINY, "--iterations", "1", "--output-dir", str(tmp_path),
+                    "--resume"])
     train_main(["--env", "LSP-Arith-Data-v0", *TINY, "--iterations", "1", "--output-dir", str(tmp_path)])
     with pytest.raises(FileExistsError, match="--resume"):
         train_main(["--env", "LSP-Arith-Data-v0", *TINY, "--iterations", "1", "--output-dir", str(tmp_path)])
@@ -493,13 +508,15 @@ def test_recipe_and_resolved_values_are_recorded_in_config_json(tmp_path, capsys
 
 
 def test_follow_up_stage_starts_from_a_checkpoint(tmp_path):
-    train_main(["--env", "LSP-Arith-Data-v0", *TINY, "--reward", "length", "--iterations", "1", "--learning-rate", "1e-2",
-                "--output-dir", str(tmp_path / "a")])
+    train_main(["--env", "LSP-Arith-Data-v0", *TINY, "--reward", "length", "--iterations", "1",
+                "--learning-rate", "1e-2", "--output-dir", str(tmp_path / "a")])
     stage2 = ["--env", "LSP-Arith-v0", "--num-queries", "2", "--num-generations", "2", "--max-completion-length", "8"]
-    train_main([*stage2, "--model", str(tmp_path / "a/checkpoint-1"), "--iterations", "1", "--output-dir", str(tmp_path / "b")])
+    train_main([*stage2, "--model", str(tmp_path / "a/checkpoint-1"), "--iterations", "1",
+                "--output-dir", str(tmp_path / "b")])
     from safetensors.torch import load_file
 
-    first, second = load_file(tmp_path / "a/checkpoint-1/model.safetensors"), load_file(tmp_path / "b/checkpoint-1/model.safetensors")
+    first, second = (load_file(tmp_path / "a/checkpoint-1/model.safetensors"),
+                     load_file(tmp_path / "b/checkpoint-1/model.safetensors"))
     tiny = Policy("tiny-random").model.state_dict()
     key = "model.embed_tokens.weight"
     assert not torch.equal(first[key], tiny[key])  # stage 1 trained ...
@@ -524,7 +541,8 @@ def test_micro_batches_keep_a_group_together_so_its_prompt_runs_once():
     # 3 groups of 3 answers whose lengths interleave: sorting rows by length alone would mix the groups
     prompts = [[1, 2]] * 3 + [[3, 4, 5]] * 3 + [[6]] * 3
     completions = [[9] * n for n in (1, 6, 3, 2, 5, 4, 7, 1, 1)]
-    batch = Batch(prompts, completions, torch.ones(9, dtype=torch.long), torch.zeros(9), torch.tensor([0] * 3 + [1] * 3 + [2] * 3))
+    batch = Batch(prompts, completions, torch.ones(9, dtype=torch.long), torch.zeros(9),
+                  torch.tensor([0] * 3 + [1] * 3 + [2] * 3))
     agent = PGAgent(Policy("tiny-random"), config=PGConfig(micro_batch_size=4))
     chunks = agent.micro_batches(batch, list(range(9)))
     assert sorted(i for c in chunks for i in c) == list(range(9)) and all(len(c) <= 4 for c in chunks)

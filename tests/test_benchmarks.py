@@ -24,7 +24,8 @@ def test_compare_algorithms_chains_stages_and_writes_its_results(tmp_path):
     result = json.loads(out.read_text())
     assert out.with_suffix(".png").stat().st_size > 0
     runs = {(r["task"], r["arm"], r["seed"]): r for r in result["runs"]}
-    assert set(runs) == {(t, a, s) for t in ("arithmetic", "dialogue") for a in ("data", "data_then_lsp") for s in (0, 1)}
+    assert set(runs) == {(t, a, s) for t in ("arithmetic", "dialogue") for a in ("data", "data_then_lsp")
+                         for s in (0, 1)}
     # seed-major order: every arm has its first seed before any arm gets its second
     assert [r["seed"] for r in result["runs"]] == [0] * 4 + [1] * 4
     for (task, arm, seed), run in runs.items():
@@ -36,7 +37,8 @@ def test_compare_algorithms_chains_stages_and_writes_its_results(tmp_path):
     # the second stage starts from the first stage's checkpoint, not from the base model
     first, second = chained["commands"]
     assert first[first.index("--model") + 1] == "tiny-random"
-    assert second[second.index("--model") + 1] == str(tmp_path / "runs/arithmetic-data_then_lsp-seed0/stage0/checkpoint-2")
+    assert second[second.index("--model") + 1] == str(
+        tmp_path / "runs/arithmetic-data_then_lsp-seed0/stage0/checkpoint-2")
     arms = result["arms"]
     assert set(arms) == {"arithmetic", "dialogue"} and arms["arithmetic"]["data"]["seeds"] == 2
     assert result["before"]["dialogue"] == 0.5 and result["budget"] == {"iterations": 4}

@@ -1,4 +1,5 @@
-"""``lsp-train --config FILE``: YAML or JSON settings, the command line overrides them, a run's config.json repeats it."""
+"""``lsp-train --config FILE``: YAML or JSON settings, the command line overrides them, a run's config.json repeats
+it."""
 
 import json
 from dataclasses import asdict

@@ -35,7 +35,8 @@ def test_env_contract_on_the_embedded_model(env_id):
 
 def test_lsp_train_on_the_embedded_model(tmp_path):
     train_main(["--env", "LSP-Zero-v0", "--agent", "grpo", "--iterations", "1", "--num-queries", "2",
-                "--num-generations", "2", "--max-completion-length", "24", "--beta", "0.04", "--output-dir", str(tmp_path)])
+                "--num-generations", "2", "--max-completion-length", "24", "--beta", "0.04",
+                "--output-dir", str(tmp_path)])
     (line,) = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert math.isfinite(line["loss/solver"]) and line["tokens/generated"] > 0 and line["trained_samples"] > 0
     assert line["kl/solver"] >= 0 and line["grad_norm"] > 0  # k3 >= 0; beta > 0 puts every sample in the loss
@@ -45,5 +46,6 @@ def test_lsp_train_on_the_embedded_model(tmp_path):
 
     from lsp_env.models import embedded_dir
 
-    trained, base = load_file(tmp_path / "checkpoint-1" / "model.safetensors"), load_file(embedded_dir() / "model.safetensors")
+    trained, base = (load_file(tmp_path / "checkpoint-1" / "model.safetensors"),
+                     load_file(embedded_dir() / "model.safetensors"))
     assert trained.keys() == base.keys() and any(not torch.equal(trained[k], base[k]) for k in base)

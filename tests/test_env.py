@@ -13,9 +13,9 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 import lsp_env
-from lsp_env.tasks import arithmetic
-from lsp_env import PAYOFFS, ENV_IDS, LSPEnv, LSPVectorEnv
+from lsp_env import ENV_IDS, PAYOFFS, LSPEnv, LSPVectorEnv
 from lsp_env.prompts import MAX_ANSWER_CHARS, MAX_QUERY_CHARS
+from lsp_env.tasks import arithmetic
 
 ALL_IDS = list(ENV_IDS)
 SELF_PLAY_IDS = [i for i in ALL_IDS if not ENV_IDS[i].get("prompts")]
@@ -23,8 +23,10 @@ DATA_IDS = [i for i in ALL_IDS if ENV_IDS[i].get("prompts")]
 ARITH_IDS = [i for i in ALL_IDS if ENV_IDS[i]["task"] == "arithmetic"]
 
 # one valid challenger text per task, and the query the solver then sees
-VALID = {"dialogue": ("Name three prime numbers.", "Name three prime numbers."), "arithmetic": ("What is 12 + 30?", "12 + 30"),
-         "instructions": ("Query: Name three prime numbers. Use no commas.", "Name three prime numbers. Use no commas.")}
+VALID = {"dialogue": ("Name three prime numbers.", "Name three prime numbers."),
+         "arithmetic": ("What is 12 + 30?", "12 + 30"),
+         "instructions": ("Query: Name three prime numbers. Use no commas.",
+                          "Name three prime numbers. Use no commas.")}
 
 
 def task_of(env_id):
@@ -379,7 +381,7 @@ def test_data_mode_prompt_draw_follows_the_seed():
     assert len({a.reset(seed=s)[0]["prompt"] for s in range(10)}) > 1
 
 
-# ---- payoff options ---------------------------------------------------------------------------------------------------
+# ---- payoff options --------------------------------------------------------------------------------------------------
 PAYOFF_TABLE = {  # p = 0, 0.25, 0.5, 1, from the formulas in lsp_env.rewards' docstring
     "zero_sum": [0.0, -0.25, -0.5, -1.0],          # -p
     "rzero": [0.0, 0.5, 1.0, 0.0],                 # 1 - 2|p - 1/2|
@@ -415,7 +417,7 @@ def test_make_uses_the_payoff(payoff, expected):
     assert info["rewards"]["solver"] == [0.25, 0.25]
 
 
-# ---- the vector env ---------------------------------------------------------------------------------------------------
+# ---- the vector env --------------------------------------------------------------------------------------------------
 def make_vec(env_id="LSP-Zero-v0", num_envs=4, **kwargs):
     return gymnasium.make_vec(env_id, num_envs=num_envs, model="tiny-random", **kwargs)
 

@@ -55,5 +55,7 @@ def test_lsp_train_evaluates_instruction_following_on_the_chosen_split(tmp_path,
     assert [line["step"] for line in evals] == [0, 1, 2] and evals[-1].get("final")
     assert "eval/punctuation:no_comma" in evals[-1] and "eval/punctuation:no_comma" not in evals[1]
     trained = [line for line in lines if "time/iteration" in line]  # the mix of instructions the queries asked for
-    assert all(line["instructions/per_query"] >= 1 and 0 < max(v for k, v in line.items() if k.startswith("instructions/")
-               and k != "instructions/per_query") <= 1 for line in trained)
+    assert all(line["instructions/per_query"] >= 1
+               and 0 < max(v for k, v in line.items()
+                           if k.startswith("instructions/") and k != "instructions/per_query") <= 1
+               for line in trained)

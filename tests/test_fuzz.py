@@ -22,7 +22,6 @@ import os
 import gymnasium
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 

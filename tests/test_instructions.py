@@ -25,11 +25,15 @@ def inst(name, **kwargs):
 
 # ---- checkers: (instruction, an answer that follows it, one that does not) -----------------------------------------
 CHECKS = [
-    (inst("length_constraints:number_words", num_words=5, relation=AT_LEAST), "one two three four five", "one two three four"),
+    (inst("length_constraints:number_words", num_words=5, relation=AT_LEAST),
+     "one two three four five", "one two three four"),
     (inst("length_constraints:number_words", num_words=3, relation=LESS_THAN), "Two words.", "Now three words."),
-    (inst("length_constraints:number_sentences", num_sentences=2, relation=AT_LEAST), "Dr. Smith came. He left!", "Dr. Smith came home."),
-    (inst("length_constraints:number_sentences", num_sentences=2, relation=LESS_THAN), "Just one, e.g. this.", "One. Two."),
-    (inst("length_constraints:number_paragraphs", num_paragraphs=2), "First part.\n***\nSecond part.", "First.\n***\n\n***\nSecond."),
+    (inst("length_constraints:number_sentences", num_sentences=2, relation=AT_LEAST),
+     "Dr. Smith came. He left!", "Dr. Smith came home."),
+    (inst("length_constraints:number_sentences", num_sentences=2, relation=LESS_THAN),
+     "Just one, e.g. this.", "One. Two."),
+    (inst("length_constraints:number_paragraphs", num_paragraphs=2),
+     "First part.\n***\nSecond part.", "First.\n***\n\n***\nSecond."),
     (inst("length_constraints:nth_paragraph_first_word", num_paragraphs=2, nth_paragraph=2, first_word="river"),
      "Intro here.\n\n\"River, flowing.\"", "Intro here.\n\nThe river.\n\nExtra."),
     (inst("keywords:existence", keywords=["sea", "Sky"]), "The SEA under the sky.", "The sea under the sun."),
@@ -40,21 +44,27 @@ CHECKS = [
     (inst("keywords:letter_frequency", letter="z", let_frequency=1, let_relation=LESS_THAN), "no such letter", "zebra"),
     (inst("change_case:english_lowercase"), "all lower, 123.", "Not lower."),
     (inst("change_case:english_capital"), "ALL CAPS, 123.", "ALL CAPS but one."),
-    (inst("change_case:capital_word_frequency", capital_frequency=2, capital_relation=AT_LEAST), "The USA and NATO-LED team", "Only NASA here"),
-    (inst("change_case:capital_word_frequency", capital_frequency=2, capital_relation=LESS_THAN), "Only NASA here", "USA UK"),
+    (inst("change_case:capital_word_frequency", capital_frequency=2, capital_relation=AT_LEAST),
+     "The USA and NATO-LED team", "Only NASA here"),
+    (inst("change_case:capital_word_frequency", capital_frequency=2, capital_relation=LESS_THAN),
+     "Only NASA here", "USA UK"),
     (inst("punctuation:no_comma"), "No commas here.", "One, comma."),
-    (inst("startend:end_checker", end_phrase="Any other questions?"), 'Done. "any other questions?"  ', "Any other questions? Yes."),
+    (inst("startend:end_checker", end_phrase="Any other questions?"),
+     'Done. "any other questions?"  ', "Any other questions? Yes."),
     (inst("startend:quotation"), '  "quoted answer"\n', '"not closed'),
     (inst("detectable_format:title"), "<<My Title>>\nText.", "<< >> and <<\nbroken>>"),
     (inst("detectable_format:number_bullet_lists", num_bullets=2), "* one\n- two\n**bold** line", "* one"),
     (inst("detectable_format:number_highlighted_sections", num_highlights=2), "*one* and **two**", "*one* and ** **"),
-    (inst("detectable_format:multiple_sections", section_spliter="Section", num_sections=2), "Section 1\na\nSection 2\nb", "Section 1 only"),
+    (inst("detectable_format:multiple_sections", section_spliter="Section", num_sections=2),
+     "Section 1\na\nSection 2\nb", "Section 1 only"),
     (inst("detectable_format:json_format"), '```json\n{"a": [1, 2]}\n```', "{'a': 1}"),
     (inst("detectable_format:constrained_response"), "Hmm. My answer is maybe.", "My answer is yes"),
-    (inst("detectable_content:number_placeholders", num_placeholders=2), "[name] lives at [address].", "[name] lives at [\naddress]"),
+    (inst("detectable_content:number_placeholders", num_placeholders=2),
+     "[name] lives at [address].", "[name] lives at [\naddress]"),
     (inst("detectable_content:postscript", postscript_marker="P.S."), "Hi.\n\np. s. see you", "Hi. PS see you"),
     (inst("detectable_content:postscript", postscript_marker="P.P.S"), "Hi.\nP.P.S. more", "Hi.\nP.S. more"),
-    (inst("combination:repeat_prompt", prompt_to_repeat="Write a poem."), "write a POEM. Roses are red.", "Sure! Write a poem."),
+    (inst("combination:repeat_prompt", prompt_to_repeat="Write a poem."),
+     "write a POEM. Roses are red.", "Sure! Write a poem."),
     (inst("combination:two_responses"), "First answer.\n******\nSecond answer.", "Same.\n******\nSame."),
 ]
 
@@ -105,35 +115,48 @@ PHRASINGS = {
     "Write more than 20 words.": [words(21, AT_LEAST)],
     "Limit your answer to 40 words.": [words(41, LESS_THAN)],
     "Make it no longer than thirty words.": [words(31, LESS_THAN)],
-    "Keep the summary to 3 sentences.": [("length_constraints:number_sentences", {"num_sentences": 4, "relation": LESS_THAN})],
+    "Keep the summary to 3 sentences.":
+        [("length_constraints:number_sentences", {"num_sentences": 4, "relation": LESS_THAN})],
     "Write 30 words or more.": [words(30, AT_LEAST)],
     "Write between 10 and 40 words.": [words(10, AT_LEAST), words(41, LESS_THAN)],
-    "Explain it in a single sentence.": [("length_constraints:number_sentences", {"num_sentences": 2, "relation": LESS_THAN})],
-    "Your response should contain at least 3 sentences.": [("length_constraints:number_sentences", {"num_sentences": 3, "relation": AT_LEAST})],
-    "Write twenty-five sentences or fewer.": [("length_constraints:number_sentences", {"num_sentences": 26, "relation": LESS_THAN})],
+    "Explain it in a single sentence.":
+        [("length_constraints:number_sentences", {"num_sentences": 2, "relation": LESS_THAN})],
+    "Your response should contain at least 3 sentences.":
+        [("length_constraints:number_sentences", {"num_sentences": 3, "relation": AT_LEAST})],
+    "Write twenty-five sentences or fewer.":
+        [("length_constraints:number_sentences", {"num_sentences": 26, "relation": LESS_THAN})],
     "There should be 3 paragraphs. Paragraphs are separated with the markdown divider: ***":
         [("length_constraints:number_paragraphs", {"num_paragraphs": 3})],
     "Write 2 paragraphs separated by blank lines. The second paragraph must start with the word 'Today'.":
-        [("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "today"})],
+        [("length_constraints:nth_paragraph_first_word",
+          {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "today"})],
     "Use four paragraphs; paragraph 3 should begin with the word bridge.":
-        [("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 4, "nth_paragraph": 3, "first_word": "bridge"})],
+        [("length_constraints:nth_paragraph_first_word",
+          {"num_paragraphs": 4, "nth_paragraph": 3, "first_word": "bridge"})],
     "Include the keywords X and Y.": [("keywords:existence", {"keywords": ["X", "Y"]})],
     "Please mention the words \u201criver\u201d, \u201cbank\u201d and \u201cfish\u201d in your answer.":
         [("keywords:existence", {"keywords": ["river", "bank", "fish"]})],
     "Include keywords ['alpha', 'beta'] in the response.": [("keywords:existence", {"keywords": ["alpha", "beta"]})],
-    "The word moon should appear at least 3 times.": [("keywords:frequency", {"keyword": "moon", "frequency": 3, "relation": AT_LEAST})],
-    "Use the word 'star' twice or more.": [("keywords:frequency", {"keyword": "star", "frequency": 2, "relation": AT_LEAST})],
-    "Mention the word dog fewer than 2 times.": [("keywords:frequency", {"keyword": "dog", "frequency": 2, "relation": LESS_THAN})],
+    "The word moon should appear at least 3 times.":
+        [("keywords:frequency", {"keyword": "moon", "frequency": 3, "relation": AT_LEAST})],
+    "Use the word 'star' twice or more.":
+        [("keywords:frequency", {"keyword": "star", "frequency": 2, "relation": AT_LEAST})],
+    "Mention the word dog fewer than 2 times.":
+        [("keywords:frequency", {"keyword": "dog", "frequency": 2, "relation": LESS_THAN})],
     "Do not use the words happy or sad.": [("keywords:forbidden_words", {"forbidden_words": ["happy", "sad"]})],
     "Avoid the words cat, dog and bird.": [("keywords:forbidden_words", {"forbidden_words": ["cat", "dog", "bird"]})],
-    "The words 'very' and 'really' are forbidden.": [("keywords:forbidden_words", {"forbidden_words": ["very", "really"]})],
-    "The letter q should appear at least 4 times.": [("keywords:letter_frequency", {"letter": "q", "let_frequency": 4, "let_relation": AT_LEAST})],
-    "Use the letter 'Z' fewer than five times.": [("keywords:letter_frequency", {"letter": "z", "let_frequency": 5, "let_relation": LESS_THAN})],
+    "The words 'very' and 'really' are forbidden.":
+        [("keywords:forbidden_words", {"forbidden_words": ["very", "really"]})],
+    "The letter q should appear at least 4 times.":
+        [("keywords:letter_frequency", {"letter": "q", "let_frequency": 4, "let_relation": AT_LEAST})],
+    "Use the letter 'Z' fewer than five times.":
+        [("keywords:letter_frequency", {"letter": "z", "let_frequency": 5, "let_relation": LESS_THAN})],
     "Your entire response should be in English, and in all lowercase letters.": [("change_case:english_lowercase", {})],
     "Don't use any capital letters.": [("change_case:english_lowercase", {})],
     "Respond in all caps.": [("change_case:english_capital", {})],
     "Write your answer in uppercase.": [("change_case:english_capital", {})],
-    "Use at least 3 words in all capital letters.": [("change_case:capital_word_frequency", {"capital_frequency": 3, "capital_relation": AT_LEAST})],
+    "Use at least 3 words in all capital letters.":
+        [("change_case:capital_word_frequency", {"capital_frequency": 3, "capital_relation": AT_LEAST})],
     "In your response, words with all capital letters should appear less than 4 times.":
         [("change_case:capital_word_frequency", {"capital_frequency": 4, "capital_relation": LESS_THAN})],
     "Your answer must not contain any commas.": [("punctuation:no_comma", {})],
@@ -145,8 +168,10 @@ PHRASINGS = {
     "Your answer must end with \"See you soon.\"": [("startend:end_checker", {"end_phrase": "See you soon."})],
     "wrap your entire response in double quotation marks": [("startend:quotation", {})],
     "Enclose the whole answer in double quotes.": [("startend:quotation", {})],
-    "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>.": [("detectable_format:title", {})],
-    "Your answer must contain exactly 4 bullet points.": [("detectable_format:number_bullet_lists", {"num_bullets": 4})],
+    "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>.":
+        [("detectable_format:title", {})],
+    "Your answer must contain exactly 4 bullet points.":
+        [("detectable_format:number_bullet_lists", {"num_bullets": 4})],
     "Give a bulleted list of 3 items.": [("detectable_format:number_bullet_lists", {"num_bullets": 3})],
     "Highlight at least 2 sections in your answer with markdown, i.e. *highlighted section*.":
         [("detectable_format:number_highlighted_sections", {"num_highlights": 2})],
@@ -184,8 +209,9 @@ def test_phrasings_cover_every_instruction_id():
 
 @pytest.mark.parametrize("text", [
     "Write a poem about the sea.", "Tell me about the history of the comma.", "What is a JSON parser?",
-    "Why are titles capitalised?", "Explain how words get into a dictionary.", "Describe a paragraph of a novel you like.",
-    "Count to fifty.", "What does lowercase mean?", "Give me three reasons to learn Python.", "", "!!!",
+    "Why are titles capitalised?", "Explain how words get into a dictionary.",
+    "Describe a paragraph of a novel you like.", "Count to fifty.", "What does lowercase mean?",
+    "Give me three reasons to learn Python.", "", "!!!",
 ])
 def test_prose_without_instructions(text):
     assert recognise(text).instructions == []
@@ -208,26 +234,30 @@ def test_every_template_is_recognised_with_its_arguments(name):
 
 
 def test_several_instructions_in_one_request():
-    found = recognise("Describe owls. Use no commas, write in all lowercase and include the keywords night and feather.")
-    assert [i.id for i in found.instructions] == ["punctuation:no_comma", "change_case:english_lowercase", "keywords:existence"]
+    found = recognise("Describe owls. Use no commas, write in all lowercase and include the keywords night and "
+                      "feather.")
+    assert [i.id for i in found.instructions] == ["punctuation:no_comma", "change_case:english_lowercase",
+                                                  "keywords:existence"]
     assert found.instructions[-1].kwargs == {"keywords": ["night", "feather"]}
 
 
 def test_numbers_in_words_and_digits():
-    assert [ifx.parse_count(t) for t in ("50", "1,000", "fifty-five", "one hundred and two", "twelve", "2.0")] == [50, 1000, 55, 102, 12, 2]
+    assert ([ifx.parse_count(t) for t in ("50", "1,000", "fifty-five", "one hundred and two", "twelve", "2.0")]
+            == [50, 1000, 55, 102, 12, 2])
     assert ifx.parse_count("2.5") is None
     for absurd in ("10^100", "10**100", "1e100", "99999999999", "a googol", "3 x 10^50"):
         assert ifx.parse_count(absurd.removeprefix("a ")) > ifx.MAX_COUNT
     assert ifx.number_words(25) == "twenty-five" and ifx.number_words(102) == "one hundred and two"
 
 
-# ---- invalid requests: no instruction, problems, contradictions, unmeetable --------------------------------------------
+# ---- invalid requests: no instruction, problems, contradictions, unmeetable ------------------------------------------
 INVALID = {
     "Tell me about cats.": "no verifiable instruction",
     "Answer in lowercase and in all capital letters.": "all lowercase and all capitals",
     "Use at most 20 words and at least 100 words.": "the bounds leave no count",
     "Include the keywords apple and pear. Do not use the word apple.": "forbidden word 'apple'",
-    "Write in all lowercase. Your response must have 2 sections. Mark the beginning of each section with Section X.": "not in lowercase",
+    "Write in all lowercase. Your response must have 2 sections. Mark the beginning of each section with Section X.":
+        "not in lowercase",
     "Write at least 10^100 words.": "over 1000000",
     "Write at least a googol words.": "over 1000000",
     "Use at least 99999999999 words.": "over 1000000",
@@ -236,7 +266,8 @@ INVALID = {
     "Use at least 3 bullet points.": "exact",
     "Use 2 paragraphs separated by blank lines; paragraph 5 must start with the word alpha.": "no paragraph 5",
     "Finish your response with the phrase \"Bye now.\" Your reply must end with \"See you.\"": "two different endings",
-    "Answer in at most 5 words. First repeat the request word for word, then answer. Write about rivers and the sea today.":
+    "Answer in at most 5 words. First repeat the request word for word, then answer. Write about rivers and the sea "
+    "today.":
         "need at least",
 }
 
@@ -260,19 +291,21 @@ def test_answer_budget_follows_the_token_option():
 def test_parse_query_keeps_the_request_as_written():
     task = InstructionsTask()
     assert task.parse_query('Query: "Describe owls. Use no commas."') == "Describe owls. Use no commas."
-    assert task.solver_messages("Describe owls. Use no commas.")[-1] == {"role": "user", "content": "Describe owls. Use no commas."}
+    assert (task.solver_messages("Describe owls. Use no commas.")[-1]
+            == {"role": "user", "content": "Describe owls. Use no commas."})
 
 
-# ---- hostile text -----------------------------------------------------------------------------------------------------
+# ---- hostile text ----------------------------------------------------------------------------------------------------
 HOSTILE = [c * 100_000 for c in "a *[<>\n\t.,-\"'{"] + [
-    "<<" * 50_000, "[[" * 50_000, "*a" * 50_000, "**a" * 33_000, "\n\n" * 50_000, "Section 1 " * 10_000, "p.s. " * 20_000,
-    "1," * 50_000, "one " * 25_000, "twenty-" * 14_000, "{" * 50_000 + "}" * 50_000, "9^" * 50_000,
+    "<<" * 50_000, "[[" * 50_000, "*a" * 50_000, "**a" * 33_000, "\n\n" * 50_000, "Section 1 " * 10_000,
+    "p.s. " * 20_000, "1," * 50_000, "one " * 25_000, "twenty-" * 14_000, "{" * 50_000 + "}" * 50_000, "9^" * 50_000,
     "the letter a should appear at least " * 3_000, "paragraph 1 must start with the word " * 3_000,
 ]
 # requests of up to MAX_REQUEST_CHARS made of every recogniser's cue words, so that every pattern runs
 CUES = " ".join(cue for _, cues, _, _ in ifx._RECOGNISERS for cue in cues)
 HOSTILE_REQUESTS = [((piece + " " + CUES + " ") * 200)[:ifx.MAX_REQUEST_CHARS] for piece in
-                    ("1,1,1,1", "one one one", "at least at least", "the words", "*a*a", "repeat the request (", "9^9^9")]
+                    ("1,1,1,1", "one one one", "at least at least", "the words", "*a*a", "repeat the request (",
+                     "9^9^9")]
 
 
 def timed(fn, *args):
@@ -321,7 +354,7 @@ def test_regex_special_characters_in_arguments_are_literal():
     assert check(inst("detectable_format:multiple_sections", section_spliter="S.", num_sections=1), "SX 1") is False
 
 
-# ---- data ---------------------------------------------------------------------------------------------------------------
+# ---- data ------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def heldout():
     return {split: InstructionsTask().heldout(split) for split in InstructionsTask.heldout_splits}
@@ -361,15 +394,17 @@ def test_data_files_are_what_the_seeded_generator_writes(tmp_path, heldout):
 def test_challenger_examples_follow_the_seed():
     task = InstructionsTask()
     chat = task.challenger_messages(np.random.default_rng(0))
-    assert chat == task.challenger_messages(np.random.default_rng(0)) != task.challenger_messages(np.random.default_rng(1))
+    assert (chat == task.challenger_messages(np.random.default_rng(0))
+            != task.challenger_messages(np.random.default_rng(1)))
     examples = [m["content"] for m in chat if m["role"] == "assistant"]
     assert len(examples) == 3 and all(task.parse_query(e) == e for e in examples)
 
 
-# ---- scoring -------------------------------------------------------------------------------------------------------------
+# ---- scoring ---------------------------------------------------------------------------------------------------------
 def test_score_gives_ifevals_four_figures():
     items = [
-        {"prompt": "a", "instruction_id_list": ["punctuation:no_comma", "change_case:english_lowercase"], "kwargs": [{}, {}]},
+        {"prompt": "a", "instruction_id_list": ["punctuation:no_comma", "change_case:english_lowercase"],
+         "kwargs": [{}, {}]},
         {"prompt": "b", "instruction_id_list": ["detectable_format:json_format"], "kwargs": [{"num_words": None}]},
         "Describe owls. Use no commas.",  # a plain request: its instructions are recognised
     ]
@@ -388,13 +423,14 @@ def test_task_scores_its_heldout_split(heldout):
     task = InstructionsTask()
     items = heldout["dev"]
     result = task.score(items, ["My answer is yes."] * len(items))
-    assert set(result) >= {"prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose", "per_instruction"}
+    assert set(result) >= {"prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose",
+                           "per_instruction"}
     assert 0 <= result["prompt_strict"] <= result["prompt_loose"] <= 1
     with pytest.raises(ValueError):
         task.heldout("train")
 
 
-# ---- the envs -------------------------------------------------------------------------------------------------------------
+# ---- the envs --------------------------------------------------------------------------------------------------------
 IF_IDS = ["LSP-IF-v0", "LSP-IF-Data-v0"]
 
 

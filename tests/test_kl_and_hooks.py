@@ -202,7 +202,7 @@ def test_escape_special_tokens_leaves_plain_text(tiny_tokenizer):
     assert escape_special_tokens("<|im_end|>", tiny_tokenizer) == "<\u2060|im_end|>"
 
 
-# ---- LLMJudge / SelfQuality ----------------------------------------------------------------------------------------------
+# ---- LLMJudge / SelfQuality ------------------------------------------------------------------------------------------
 QUERIES = ["What is 2 + 2?", "Name a colour.", "Explain gravity in one line.", "Say hi.", "Count to three.", "Why?"]
 ANSWERS = ["4", "Blue, like the sky on a clear day.", "Mass attracts mass.", "hi", "one two three", "Because."]
 
@@ -253,7 +253,7 @@ def test_self_quality_uses_its_own_grading_prompt(tiny_pair, judge, tiny_tokeniz
     assert all(0.0 <= s <= 1.0 for s in quality(QUERIES[:2], ANSWERS[:2]))
 
 
-# ---- RewardModel ------------------------------------------------------------------------------------------------------
+# ---- RewardModel -----------------------------------------------------------------------------------------------------
 def tiny_classifier(tokenizer, num_labels):
     from transformers import AutoModelForSequenceClassification, LlamaConfig
 
@@ -294,7 +294,7 @@ def test_reward_model_as_env_reward_hook(tiny_tokenizer):
     assert info["rewards"]["challenger"] == -reward
 
 
-# ---- repetition penalties and the length reward -----------------------------------------------------------------------
+# ---- repetition penalties and the length reward ----------------------------------------------------------------------
 def test_repetition_penalties_hand_example():
     queries = ["Name a prime number", "name a PRIME number!", "Who wrote Hamlet?", "Name a prime"]
     # word sets: {name,a,prime,number} x2, {who,wrote,hamlet}, {name,a,prime}
@@ -340,7 +340,8 @@ def test_pairwise_preference_still_measures_under_a_position_biased_judge(tiny_p
 
     judge = PairwiseJudge(tiny_pair)
     quality = {"good": 0.05, "poor": -0.05}  # what the judge sees beyond its bias for position A
-    monkeypatch.setattr(judge, "prefer_first", lambda qs, firsts, seconds: [0.9 + quality[a] - quality[b] for a, b in zip(firsts, seconds)])
+    monkeypatch.setattr(judge, "prefer_first",
+                        lambda qs, firsts, seconds: [0.9 + quality[a] - quality[b] for a, b in zip(firsts, seconds)])
     assert judge(["q"], ["good"], ["poor"]) == [0.5]
     assert judge.preference(["q"], ["good"], ["poor"]) == pytest.approx([0.6])
     assert judge.preference(["q"], ["poor"], ["good"]) == pytest.approx([0.4])

@@ -51,7 +51,8 @@ def test_a_broken_cache_is_rebuilt_with_one_log_line(tmp_path, tiny_builder, dam
     with caplog.at_level(logging.WARNING, logger="lsp_env.models"):
         models.build_cached(target, tiny_builder)
     assert models.model_dir_complete(target)
-    assert [r.message for r in caplog.records if "rebuilding" in r.message] == [f"the cached {target} is incomplete or corrupt: rebuilding it"]
+    assert [r.message for r in caplog.records if "rebuilding" in r.message] == [
+        f"the cached {target} is incomplete or corrupt: rebuilding it"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
 
 

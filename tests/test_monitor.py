@@ -14,7 +14,8 @@ def test_score_like_endings_are_caught(text):
 
 
 @pytest.mark.parametrize("text", ["The answer is 9.", "", "Paris is the capital of France.",
-                                  "Step 1: add.\nSo the total comes to 12 apples in all.", "9 apples and 3 pears\nThat is it."])
+                                  "Step 1: add.\nSo the total comes to 12 apples in all.",
+                                  "9 apples and 3 pears\nThat is it."])
 def test_ordinary_endings_are_not(text):
     assert not ends_in_score(text)
 
@@ -46,6 +47,7 @@ def test_a_judge_rewarded_iteration_reports_the_monitor(one_torch_thread):
     envs = gymnasium.make_vec("LSP-Zero-v0", num_envs=2, model="tiny-random", num_generations=2)
     agent = GRPOAgent(Policy("tiny-random"), config=GRPOConfig(max_completion_length=8))
     batch = play_iteration(envs, agent, num_generations=2, seed=0)
-    assert {"hacking/number_ending", "hacking/suffix_sensitivity", "hacking/number_ending_queries"} <= set(batch.metrics)
+    assert ({"hacking/number_ending", "hacking/suffix_sensitivity", "hacking/number_ending_queries"}
+            <= set(batch.metrics))
     length_envs = gymnasium.make_vec("LSP-Zero-v0", num_envs=2, model="tiny-random", reward="length", num_generations=2)
     assert not any(k.startswith("hacking/") for k in play_iteration(length_envs, agent, 2, seed=0).metrics)

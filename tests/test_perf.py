@@ -40,5 +40,5 @@ def test_a_training_run_reports_mfu(tmp_path, one_torch_thread):
 
     main(["--env", "LSP-Arith-v0", "--model", "tiny-random", "--iterations", "1", "--num-queries", "2",
           "--num-generations", "2", "--max-completion-length", "8", "--output-dir", str(tmp_path / "run")])
-    (line,) = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    (line,) = [json.loads(row) for row in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert 0 < line["perf/mfu"] < 1 and line["perf/flops"] > 0 and line["perf/tokens_per_second"] > 0

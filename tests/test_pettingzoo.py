@@ -15,7 +15,8 @@ def test_pettingzoo_rewards_are_the_rounds_payoffs():
     env = LSPAECEnv("LSP-Zero-v0", model="tiny-random", reward="length", num_generations=2)
     env.reset(seed=0)
     assert env.agents == ["challenger", "solver_0", "solver_1"]
-    actions = {"challenger": "Name three rivers in Africa.", "solver_0": "Nile", "solver_1": "The Nile, the Congo and the Niger."}
+    actions = {"challenger": "Name three rivers in Africa.", "solver_0": "Nile",
+               "solver_1": "The Nile, the Congo and the Niger."}
     totals = {}
     for agent in env.agent_iter():
         observation, reward, termination, truncation, info = env.last()

@@ -55,14 +55,16 @@ def test_report_to_tensorboard_and_wandb_log_every_metric_at_its_step(tmp_path):
     events.Reload()
     assert scalar_keys <= set(events.Tags()["scalars"])
     for key in ("reward/solver", "loss/solver", "tokens/generated"):
-        assert [(e.step, e.value) for e in events.Scalars(key)] == [(line["step"], pytest.approx(line[key])) for line in lines]
+        assert [(e.step, e.value) for e in events.Scalars(key)] == [(line["step"], pytest.approx(line[key]))
+                                                                     for line in lines]
     assert "config" in str(events.Tags()["tensors"])
 
     (run_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
     rows, config = wandb_history(run_file)
     assert [row["_step"] for row in rows] == [line["step"] for line in lines]
     for row, line in zip(rows, lines):
-        assert {k: row[k] for k in scalar_keys if k in line} == pytest.approx({k: line[k] for k in scalar_keys if k in line})
+        assert {k: row[k] for k in scalar_keys if k in line} == pytest.approx(
+            {k: line[k] for k in scalar_keys if k in line})
     assert config["train"]["iterations"] == 2 and (out / "wandb-run-id").read_text() in run_file.name
 
 

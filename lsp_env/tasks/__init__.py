@@ -106,7 +106,8 @@ class ArithmeticTask:
         1-digit products): ``{"per_level", "overall", "headline", "n"}``."""
         solved: dict[str, list[float]] = {}
         for item, answer in zip(items, answers, strict=True):
-            solved.setdefault(item["level"], []).append(arithmetic.score_answer(answer, arithmetic.evaluate(item["prompt"])))
+            solved.setdefault(item["level"], []).append(
+                arithmetic.score_answer(answer, arithmetic.evaluate(item["prompt"])))
         headline = [x for level in arithmetic.HEADLINE_LEVELS for x in solved.get(level, [])]
         every = [x for xs in solved.values() for x in xs]
         return {"per_level": {level: sum(xs) / len(xs) for level, xs in solved.items()},
@@ -163,7 +164,8 @@ class InstructionsTask:
     def parse_query(self, text: str) -> str:
         query = prompts.extract_query(text)
         if query is None:
-            raise InvalidQuery(f"no usable request: empty, no letter or digit, or over {prompts.MAX_QUERY_CHARS} characters")
+            raise InvalidQuery("no usable request: empty, no letter or digit, or over "
+                               f"{prompts.MAX_QUERY_CHARS} characters")
         found = instructions.recognise(query)
         if found.problems:
             raise InvalidQuery("; ".join(found.problems))

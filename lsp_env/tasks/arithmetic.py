@@ -71,8 +71,8 @@ def extract_problem(text: str) -> str | None:
     """Return the arithmetic expression a piece of prose poses, or None if it poses none.
 
     Rule: after :func:`normalise`, take the maximal runs of expression characters (digits,
-    spaces, ``+ - * / ( )``), strip the spaces around each and any opening parentheses that end it, keep the runs that contain an operator
-    between two operands (a digit or ')', optional spaces, one of ``+ - * /``, optional further
+    spaces, ``+ - * / ( )``), strip the spaces around each and any opening parentheses that end it, keep the runs
+    that contain an operator between two operands (a digit or ')', optional spaces, one of ``+ - * /``, optional further
     operator characters or spaces, a digit or '('), and return the longest (the first on ties).
 
     The run is not validated: the caller parses it, and if that fails the query is invalid.

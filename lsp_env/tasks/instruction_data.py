@@ -90,7 +90,8 @@ def heldout_requests(sizes: dict[str, int] = EVAL_SIZES, seed: int = 20231114) -
         item["key"] = key
     splits, start = {}, 0
     for name, size in sizes.items():
-        splits[name] = [{"key": it["key"], **{k: v for k, v in it.items() if k != "key"}} for it in items[start:start + size]]
+        splits[name] = [{"key": it["key"], **{k: v for k, v in it.items() if k != "key"}}
+                        for it in items[start:start + size]]
         start += size
     return splits
 

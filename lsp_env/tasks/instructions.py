@@ -90,7 +90,7 @@ also forbidden; ``Section`` markers in an all-lowercase answer) and the argument
 "10^100", is unmeetable). Numbers are parsed by hand, never evaluated. Every pattern is bounded: no recogniser or
 checker backtracks catastrophically, and each runs in time linear in the text; a text over ``MAX_REQUEST_CHARS``
 is not a request (nothing is recognised in it).
-"""
+"""  # noqa: E501 -- the rows of the instruction table cannot be split
 
 from __future__ import annotations
 
@@ -357,9 +357,12 @@ _TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty 
 _SCALES = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
 _HUGE = {"googol", "googolplex", "zillion", "gazillion", "bazillion", "quadrillion", "quintillion"}
 _NUMBER_WORD = "|".join(sorted([*_UNITS, *_TENS, *_SCALES, *_HUGE], key=len, reverse=True))
-_DIGITS = r"(?:\d{1,3}(?:,\d{3}){1,6}|\d{1,40})(?:\.\d{1,10})?(?:\s*(?:\^|\*\*)\s*\d{1,6}|[eE]\+?\d{1,6}|\s*[x\u00d7]\s*10\s*(?:\^|\*\*)\s*\d{1,6})?"
-NUM = rf"(?:{_DIGITS}|(?:an?\s+(?={'|'.join([*_SCALES, *_HUGE])}))?(?:{_NUMBER_WORD})\b(?:[\s-]+(?:and[\s-]+)?(?:{_NUMBER_WORD})\b){{0,4}})"
-_DIGIT_FORM = re.compile(r"([\d,]+)(?:\.(\d+))?\s*(?:(\^|\*\*)\s*(\d+)|[eE]\+?(\d+)|[x\u00d7]\s*10\s*(?:\^|\*\*)\s*(\d+))?")
+_DIGITS = (r"(?:\d{1,3}(?:,\d{3}){1,6}|\d{1,40})(?:\.\d{1,10})?"
+           r"(?:\s*(?:\^|\*\*)\s*\d{1,6}|[eE]\+?\d{1,6}|\s*[x\u00d7]\s*10\s*(?:\^|\*\*)\s*\d{1,6})?")
+NUM = (rf"(?:{_DIGITS}|(?:an?\s+(?={'|'.join([*_SCALES, *_HUGE])}))?"
+       rf"(?:{_NUMBER_WORD})\b(?:[\s-]+(?:and[\s-]+)?(?:{_NUMBER_WORD})\b){{0,4}})")
+_DIGIT_FORM = re.compile(r"([\d,]+)(?:\.(\d+))?\s*"
+                         r"(?:(\^|\*\*)\s*(\d+)|[eE]\+?(\d+)|[x\u00d7]\s*10\s*(?:\^|\*\*)\s*(\d+))?")
 
 
 def parse_count(text: str) -> int | None:
@@ -432,7 +435,8 @@ _RELATIONS = {
                      "not exceeding", "within", "no longer than", "not longer than"], (LESS_THAN, 1)),
 }
 REL = _words_re("|".join(sorted(_RELATIONS, key=len, reverse=True)))
-_TIMES = rf"(?:(?P<rel>{REL})\s+)?(?:(?P<n>{NUM})\s+times|(?P<nw>once|twice|thrice))(?:\s+or\s+(?P<suffix>more|fewer|less))?"
+_TIMES = (rf"(?:(?P<rel>{REL})\s+)?(?:(?P<n>{NUM})\s+times|(?P<nw>once|twice|thrice))"
+          r"(?:\s+or\s+(?P<suffix>more|fewer|less))?")
 _QUOTED = r"(?:\"(?P<q>[^\"\n]{1,60})\"|'(?P<s>[^'\n]{1,60})')"
 _KEYWORD = rf"(?:{_QUOTED}|(?P<w>[A-Za-z][\w'-]{{0,39}}))"
 _LETTER = r"(?:\"(?P<lq>[A-Za-z])\"|'(?P<ls>[A-Za-z])'|(?P<l>[A-Za-z])\b)"
@@ -473,7 +477,8 @@ def _relation(match: re.Match, default: str | None = None) -> tuple[str, int]:
 def _bounded(noun: str) -> list[str]:
     """Patterns for a count of ``noun`` with a relation: 'at least N words', 'N words or more', 'between N and M',
     'limit your answer to N words' (at most N)."""
-    return [rf"\b(?P<rel>{REL})\s+(?P<n>{NUM})\s+{noun}", rf"\b(?P<n>{NUM})\s+{noun}\s+or\s+(?P<suffix>more|fewer|less)\b",
+    return [rf"\b(?P<rel>{REL})\s+(?P<n>{NUM})\s+{noun}",
+            rf"\b(?P<n>{NUM})\s+{noun}\s+or\s+(?P<suffix>more|fewer|less)\b",
             rf"\bbetween\s+(?P<lo>{NUM})\s+and\s+(?P<hi>{NUM})\s+{noun}",
             rf"\b(?:limit|restrict|cap|keep)\s+(?:\w+\s+){{0,2}}?to\s+(?:a\s+maximum\s+of\s+)?(?P<lim>{NUM})\s+{noun}"]
 
@@ -484,7 +489,8 @@ def _length(names: tuple[str, str]) -> Callable:
     def build(match, text):
         if match.groupdict().get("lo"):
             low, high = _count(match, "lo"), _count(match, "hi")
-            return [{count_name: low, relation_name: AT_LEAST}, {count_name: min(high + 1, _TOO_LARGE), relation_name: LESS_THAN}]
+            return [{count_name: low, relation_name: AT_LEAST},
+                    {count_name: min(high + 1, _TOO_LARGE), relation_name: LESS_THAN}]
         if match.groupdict().get("single"):
             return [{count_name: 2, relation_name: LESS_THAN}]
         if match.groupdict().get("lim"):
@@ -631,7 +637,8 @@ def _none(match, text):
 
 _CAPS = r"(?:capital\s+letters|caps|capitals|upper[\s-]?case(?:\s+letters)?)"
 _CAPITAL_WORDS = rf"words?\s+(?:with|in|written\s+in|using)\s+all\s+{_CAPS}"
-_SHOULD_APPEAR = r"(?:should|must|has\s+to|have\s+to|needs?\s+to|shall|will)\s+(?:appear|occur|be\s+used|be\s+included|be\s+mentioned|be\s+repeated|show\s+up)"
+_SHOULD_APPEAR = (r"(?:should|must|has\s+to|have\s+to|needs?\s+to|shall|will)\s+"
+                  r"(?:appear|occur|be\s+used|be\s+included|be\s+mentioned|be\s+repeated|show\s+up)")
 _NOUN = r"(?:key\s*words?|words?|terms?)"
 _LIST = r"(?P<list>[^.;!?\n(]{1,160})"
 _NEGATION = r"(?:do\s+not|don't|never|must\s+not|mustn't|should\s+not|shouldn't|cannot|can't|may\s+not)"
@@ -641,8 +648,10 @@ _NEGATION = r"(?:do\s+not|don't|never|must\s+not|mustn't|should\s+not|shouldn't|
 _RECOGNISERS: list[tuple[str, tuple[str, ...], list[str], Callable]] = [
     ("combination:repeat_prompt", ('repeat',), [
         r"\brepeat\s+(?:the|this|my|your|our)\s+(?:request|question|prompt|instructions?|query)\s+(?:word\s+for\s+word|verbatim|exactly|without\s+(?:any\s+)?change)",
-        r"\b(?:start|begin)\s+(?:your\s+\w+\s+)?by\s+repeating\s+(?:the|this|my)\s+(?:request|question|prompt|query)\s*(?:word\s+for\s+word|verbatim|exactly)?"], _repeat),
-    ("detectable_format:constrained_response", ('my answer is',), [r"my\s+answer\s+is\s+yes[^\n]{0,80}?my\s+answer\s+is\s+no"], _none),
+        r"\b(?:start|begin)\s+(?:your\s+\w+\s+)?by\s+repeating\s+(?:the|this|my)\s+(?:request|question|prompt|query)\s*(?:word\s+for\s+word|verbatim|exactly)?"],
+     _repeat),
+    ("detectable_format:constrained_response", ('my answer is',), [
+        r"my\s+answer\s+is\s+yes[^\n]{0,80}?my\s+answer\s+is\s+no"], _none),
     ("startend:end_checker", ('end', 'finish', 'conclude', 'close', 'wrap'), [
         rf"\b(?:finish|end|conclude|close|wrap\s+up)\s+(?:your\s+{_ANSWER}\s+|it\s+)?with\s+(?:this|the)\s+(?:exact\s+)?(?:phrase|words|sentence)\s*:?\s*(?:{_QUOTED}|(?P<u>[^\n\"]{{1,100}}?[.?!])(?=[\s.]|$))",
         rf"\b{_ANSWER}\s+(?:must|should|has\s+to|needs\s+to)\s+end\s+with\s+(?:the\s+(?:exact\s+)?(?:phrase|words|sentence)\s*:?\s*)?(?:{_QUOTED}|(?P<u>[^\n\"]{{1,100}}?[.?!])(?=[\s.]|$))"],
@@ -669,14 +678,15 @@ _RECOGNISERS: list[tuple[str, tuple[str, ...], list[str], Callable]] = [
         r"\brefrain\s+from\s+(?:the\s+use\s+of\s+|using\s+)?(?:any\s+)?commas?\b", r"\bcomma[\s-]free\b",
         r"\bcommas?\s+(?:are|is)\s+(?:not\s+allowed|forbidden|banned|prohibited)"], _none),
     ("change_case:english_lowercase", ('lower', 'capital', 'upper'), [
-        r"\ball\s+(?:in\s+)?lower[\s-]?case\b", r"\blower[\s-]?case\s+(?:letters\s+)?only\b", r"\bonly\s+lower[\s-]?case\b",
-        r"\b(?:entirely|completely|written|only|wholly)\s+in\s+lower[\s-]?case\b",
+        r"\ball\s+(?:in\s+)?lower[\s-]?case\b", r"\blower[\s-]?case\s+(?:letters\s+)?only\b",
+        r"\bonly\s+lower[\s-]?case\b", r"\b(?:entirely|completely|written|only|wholly)\s+in\s+lower[\s-]?case\b",
         r"\b(?:answer|respond|reply|write|response|everything|be)\s+(?:\w+\s+){0,4}?in\s+lower[\s-]?case\b",
         r"\bno\s+(?:capital|upper[\s-]?case)\s+letters\b",
         rf"\b{_NEGATION}\s+(?:use|include|contain|write)\s+(?:any\s+)?(?:capital|upper[\s-]?case)\s+letters\b",
         r"\bwithout\s+(?:using\s+)?(?:any\s+)?(?:capital|upper[\s-]?case)\s+letters\b"], _none),
     ("change_case:english_capital", ('capital', 'caps', 'upper', 'lower'), [
-        rf"\ball\s+(?:in\s+)?{_CAPS}", r"\b(?:capital|upper[\s-]?case)\s+letters\s+only\b", r"\bonly\s+(?:capital|upper[\s-]?case)\s+letters\b",
+        rf"\ball\s+(?:in\s+)?{_CAPS}", r"\b(?:capital|upper[\s-]?case)\s+letters\s+only\b",
+        r"\bonly\s+(?:capital|upper[\s-]?case)\s+letters\b",
         rf"\b(?:entirely|completely|written|only|wholly)\s+in\s+{_CAPS}",
         rf"\b(?:answer|respond|reply|write|response|everything|be)\s+(?:\w+\s+){{0,4}}?in\s+{_CAPS}",
         r"\bno\s+lower[\s-]?case\s+letters\b",
@@ -691,12 +701,16 @@ _RECOGNISERS: list[tuple[str, tuple[str, ...], list[str], Callable]] = [
         rf"\b(?:with|including)\s+the\s+{_NOUN}\s*:?\s*{_LIST}",
         rf"\b(?:the\s+)?{_NOUN}\s+(?P<list>[^.;!?\n(]{{1,160}}?)\s+{_SHOULD_APPEAR}"], _list_builder("keywords")),
     ("length_constraints:number_paragraphs", ('paragraph',), [
-        rf"\b(?:there\s+should\s+be|exactly|write|use|in|with|into|contain|have|has)\s+(?:exactly\s+)?(?P<n>{NUM})\s+paragraphs?\b"], _paragraphs),
-    ("length_constraints:number_words", ('word',), _bounded(r"words?\b(?!\s+(?:with|in|written\s+in|using)\s+all\s)"), _length(("num_words", "relation"))),
-    ("length_constraints:number_sentences", ('sentence',), _bounded(r"sentences?\b") + [r"\bin\s+(?P<single>a\s+single|one|just\s+one|only\s+one)\s+sentence\b"],
+        rf"\b(?:there\s+should\s+be|exactly|write|use|in|with|into|contain|have|has)\s+(?:exactly\s+)?(?P<n>{NUM})\s+paragraphs?\b"],
+     _paragraphs),
+    ("length_constraints:number_words", ('word',), _bounded(r"words?\b(?!\s+(?:with|in|written\s+in|using)\s+all\s)"),
+     _length(("num_words", "relation"))),
+    ("length_constraints:number_sentences", ('sentence',),
+     _bounded(r"sentences?\b") + [r"\bin\s+(?P<single>a\s+single|one|just\s+one|only\s+one)\s+sentence\b"],
      _length(("num_sentences", "relation"))),
     ("startend:quotation", ('quot',), [
-        rf"\b(?:wrap|wrapped|enclose|enclosed|put|place|surround|surrounded)\b[^.\n]{{0,50}}?\bdouble\s+quot(?:ation\s+marks?|es?\b)"], _none),
+        r"\b(?:wrap|wrapped|enclose|enclosed|put|place|surround|surrounded)\b[^.\n]{0,50}?\bdouble\s+quot(?:ation\s+marks?|es?\b)"],
+     _none),
     ("detectable_format:title", ('title',), [
         r"\btitle\b[^.\n]{0,60}?(?:double\s+angul(?:ar)?\s+brackets|double\s+angle\s+brackets|<<)"], _none),
     ("detectable_format:number_bullet_lists", ('bullet',), [
@@ -721,9 +735,11 @@ _RECOGNISERS: list[tuple[str, tuple[str, ...], list[str], Callable]] = [
         r"\bpost[\s-]?script\s+(?:starting|beginning)\s+with"], _postscript_marker),
     ("combination:two_responses", ('two', '2', 'six', '6', '*'), [
         r"\b(?:give|provide|write|offer|produce)\s+(?:me\s+)?(?:two|2)\s+(?:different|distinct|separate|alternative)\s+(?:responses|answers|replies|versions)\b",
-        r"\bseparated?\s+(?:them\s+)?(?:by|with)\s+(?:six|6)\s+asterisk", r"\bseparated?\s+(?:them\s+)?(?:by|with)\s+\*{6}"], _none),
+        r"\bseparated?\s+(?:them\s+)?(?:by|with)\s+(?:six|6)\s+asterisk",
+        r"\bseparated?\s+(?:them\s+)?(?:by|with)\s+\*{6}"], _none),
 ]
-_COMPILED = [(name, cues, [re.compile(p, re.I) for p in patterns], build) for name, cues, patterns, build in _RECOGNISERS]
+_COMPILED = [(name, cues, [re.compile(p, re.I) for p in patterns], build)
+             for name, cues, patterns, build in _RECOGNISERS]
 _TYPOGRAPHIC = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 
 
@@ -785,7 +801,8 @@ _LOWER_BOUNDS = {  # id -> (count kwarg, relation kwarg) of the bounded counts
     "keywords:letter_frequency": ("let_frequency", "let_relation"),
     "change_case:capital_word_frequency": ("capital_frequency", "capital_relation"),
 }
-_EXACT = {"length_constraints:number_paragraphs": "num_paragraphs", "detectable_format:number_bullet_lists": "num_bullets"}
+_EXACT = {"length_constraints:number_paragraphs": "num_paragraphs",
+          "detectable_format:number_bullet_lists": "num_bullets"}
 
 
 def words_needed(instruction: Instruction) -> int:
@@ -795,7 +812,8 @@ def words_needed(instruction: Instruction) -> int:
         "length_constraints:number_paragraphs": kw.get("num_paragraphs", 0),
         "length_constraints:nth_paragraph_first_word": kw.get("num_paragraphs", 0),
         "keywords:existence": sum(count_words(k) for k in kw.get("keywords", [])),
-        "change_case:capital_word_frequency": kw.get("capital_frequency", 0) if kw.get("capital_relation") == AT_LEAST else 0,
+        "change_case:capital_word_frequency":
+            kw.get("capital_frequency", 0) if kw.get("capital_relation") == AT_LEAST else 0,
         "detectable_format:number_bullet_lists": kw.get("num_bullets", 0),
         "detectable_format:number_highlighted_sections": kw.get("num_highlights", 0),
         "detectable_format:multiple_sections": 2 * kw.get("num_sections", 0),
@@ -862,7 +880,8 @@ def problems(instructions: Sequence[Instruction], max_words: int) -> list[str]:
         if name == "keywords:frequency":
             for inst in by_id.get("keywords:existence", []):
                 for keyword in inst.kwargs["keywords"]:
-                    groups.setdefault(keyword.lower(), []).append(Instruction(name, {"frequency": 1, "relation": AT_LEAST}))
+                    groups.setdefault(keyword.lower(), []).append(
+                        Instruction(name, {"frequency": 1, "relation": AT_LEAST}))
         for group in groups.values():
             lows = [i for i in group if i.kwargs[relation_key] == AT_LEAST]
             highs = [i for i in group if i.kwargs[relation_key] == LESS_THAN]
@@ -886,7 +905,8 @@ def problems(instructions: Sequence[Instruction], max_words: int) -> list[str]:
     for a in nth:
         for b in nth[nth.index(a) + 1:]:
             if a.kwargs["num_paragraphs"] != b.kwargs["num_paragraphs"] or (
-                    a.kwargs["nth_paragraph"] == b.kwargs["nth_paragraph"] and a.kwargs["first_word"] != b.kwargs["first_word"]):
+                    a.kwargs["nth_paragraph"] == b.kwargs["nth_paragraph"]
+                    and a.kwargs["first_word"] != b.kwargs["first_word"]):
                 clash(a, b, "different paragraph counts or first words")
     ends = by_id.get("startend:end_checker", [])
     for a in ends:
@@ -929,7 +949,8 @@ def problems(instructions: Sequence[Instruction], max_words: int) -> list[str]:
     counted = max((words_needed(i) for i in instructions if i.id not in _FIXED_TEXT), default=0)
     limit = min([max_words] + [i.kwargs["num_words"] - 1 for i in by_id.get("length_constraints:number_words", [])
                                if i.kwargs["relation"] == LESS_THAN])
-    if not any(p.startswith("unmeetable") for p in found) and max(fixed, counted) <= MAX_COUNT and fixed + counted > limit:
+    if (not any(p.startswith("unmeetable") for p in found) and max(fixed, counted) <= MAX_COUNT
+            and fixed + counted > limit):
         found.append(f"unmeetable: the instructions need at least {fixed + counted} words and the answer may have "
                      f"at most {limit}")
     return found
@@ -946,26 +967,33 @@ def _nth_first(prompt: str, first_word: str) -> bool:
 # the count minus one (for "at most" phrasings), {keywords} / {forbidden} joined lists, {ordinal} nth in words.
 TEMPLATES: dict[str, list[tuple[str | None, str]]] = {
     "length_constraints:number_words": [
-        (AT_LEAST, "Answer with at least {n} words."), (AT_LEAST, "Your response should contain no fewer than {n_word} words."),
+        (AT_LEAST, "Answer with at least {n} words."),
+        (AT_LEAST, "Your response should contain no fewer than {n_word} words."),
         (AT_LEAST, "Write {n} words or more."), (AT_LEAST, "Use a minimum of {n} words."),
         (LESS_THAN, "Answer with less than {n} words."), (LESS_THAN, "Keep your answer under {n} words."),
         (LESS_THAN, "Respond in at most {m} words."), (LESS_THAN, "Use no more than {m_word} words."),
         (LESS_THAN, "Your reply must have fewer than {n_word} words.")],
     "length_constraints:number_sentences": [
-        (AT_LEAST, "Your response should contain at least {n} sentences."), (AT_LEAST, "Write no fewer than {n_word} sentences."),
-        (LESS_THAN, "Your response should contain less than {n} sentences."), (LESS_THAN, "Answer in at most {m_word} sentences."),
+        (AT_LEAST, "Your response should contain at least {n} sentences."),
+        (AT_LEAST, "Write no fewer than {n_word} sentences."),
+        (LESS_THAN, "Your response should contain less than {n} sentences."),
+        (LESS_THAN, "Answer in at most {m_word} sentences."),
         (LESS_THAN, "Use fewer than {n} sentences.")],
     "length_constraints:number_paragraphs": [
         (None, "There should be {n} paragraphs, separated with the markdown divider ***."),
         (None, "Write exactly {n_word} paragraphs and separate them with ***."),
         (None, "Use {n} paragraphs with *** between paragraphs.")],
     "length_constraints:nth_paragraph_first_word": [
-        (None, "There should be {n} paragraphs separated by blank lines, and paragraph {nth_paragraph} must start with the word {first_word}."),
-        (None, "Write {n_word} paragraphs separated by two new lines; the {ordinal} paragraph should begin with the word \"{first_word}\"."),
-        (None, "Use {n} paragraphs split by blank lines and start the {ordinal} paragraph with the word {first_word}.")],
+        (None, "There should be {n} paragraphs separated by blank lines, and paragraph {nth_paragraph} must start with "
+               "the word {first_word}."),
+        (None, "Write {n_word} paragraphs separated by two new lines; the {ordinal} paragraph should begin with the "
+               "word \"{first_word}\"."),
+        (None, "Use {n} paragraphs split by blank lines and start the {ordinal} paragraph with the word "
+               "{first_word}.")],
     "keywords:existence": [
         (None, "Include the keywords {keywords} in your response."), (None, "Make sure to use the words {keywords}."),
-        (None, "Mention the terms {keywords} somewhere in your answer."), (None, "The words {keywords} should appear in your reply.")],
+        (None, "Mention the terms {keywords} somewhere in your answer."),
+        (None, "The words {keywords} should appear in your reply.")],
     "keywords:frequency": [
         (AT_LEAST, "In your response, the word {keyword} should appear at least {n} times."),
         (AT_LEAST, "Use the word \"{keyword}\" {n_word} times or more."),
@@ -981,64 +1009,78 @@ TEMPLATES: dict[str, list[tuple[str | None, str]]] = {
         (LESS_THAN, "The letter '{letter}' must appear fewer than {n_word} times.")],
     "change_case:english_lowercase": [
         (None, "Your entire response should be in English and in all lowercase letters."),
-        (None, "Write everything in lowercase."), (None, "Do not use any capital letters."), (None, "Use lowercase letters only.")],
+        (None, "Write everything in lowercase."), (None, "Do not use any capital letters."),
+        (None, "Use lowercase letters only.")],
     "change_case:english_capital": [
         (None, "Your entire response should be in English and in all capital letters."),
-        (None, "Write your whole answer in all caps."), (None, "Use capital letters only."), (None, "Respond entirely in uppercase.")],
+        (None, "Write your whole answer in all caps."), (None, "Use capital letters only."),
+        (None, "Respond entirely in uppercase.")],
     "change_case:capital_word_frequency": [
         (AT_LEAST, "In your response, words with all capital letters should appear at least {n} times."),
         (AT_LEAST, "Use at least {n_word} words in all capital letters."),
         (LESS_THAN, "In your response, words with all capital letters should appear less than {n} times."),
         (LESS_THAN, "Include fewer than {n} all-caps words.")],
     "punctuation:no_comma": [
-        (None, "In your entire response, refrain from the use of any commas."), (None, "Your answer must not contain any commas."),
+        (None, "In your entire response, refrain from the use of any commas."),
+        (None, "Your answer must not contain any commas."),
         (None, "Use no commas."), (None, "Do not use commas.")],
     "startend:end_checker": [
         (None, "Finish your response with this exact phrase \"{end_phrase}\" and no other words after it."),
-        (None, "End your answer with the phrase \"{end_phrase}\""), (None, "Your reply must end with \"{end_phrase}\"")],
+        (None, "End your answer with the phrase \"{end_phrase}\""),
+        (None, "Your reply must end with \"{end_phrase}\"")],
     "startend:quotation": [
-        (None, "Wrap your entire response with double quotation marks."), (None, "Enclose your whole answer in double quotes."),
+        (None, "Wrap your entire response with double quotation marks."),
+        (None, "Enclose your whole answer in double quotes."),
         (None, "Put your entire reply inside double quotation marks.")],
     "detectable_format:title": [
         (None, "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>."),
-        (None, "Give it a title in double angle brackets like <<my title>>."), (None, "Add a title written as <<title>>.")],
+        (None, "Give it a title in double angle brackets like <<my title>>."),
+        (None, "Add a title written as <<title>>.")],
     "detectable_format:number_bullet_lists": [
         (None, "Your answer must contain exactly {n} bullet points in markdown, such as * This is a point."),
-        (None, "Use exactly {n_word} markdown bullet points."), (None, "Format the answer as a bulleted list of exactly {n} items.")],
+        (None, "Use exactly {n_word} markdown bullet points."),
+        (None, "Format the answer as a bulleted list of exactly {n} items.")],
     "detectable_format:number_highlighted_sections": [
         (None, "Highlight at least {n} sections in your answer with markdown, i.e. *highlighted section*."),
         (None, "Include at least {n_word} highlighted sections such as *this*."),
         (None, "Highlight {n} or more key phrases with markdown like *this*.")],
     "detectable_format:multiple_sections": [
         (None, "Your response must have {n} sections. Mark the beginning of each section with {section_spliter} X."),
-        (None, "Divide your answer into {n_word} sections, starting each with {section_spliter} 1, {section_spliter} 2 and so on."),
+        (None, "Divide your answer into {n_word} sections, starting each with {section_spliter} 1, {section_spliter} 2 "
+               "and so on."),
         (None, "Write it in {n} sections, labelled {section_spliter} 1 to {section_spliter} {n}.")],
     "detectable_format:json_format": [
         (None, "Entire output should be wrapped in JSON format."), (None, "Format your whole response as valid JSON."),
         (None, "Reply only in JSON.")],
     "detectable_format:constrained_response": [
-        (None, "Answer with one of the following options: \"My answer is yes.\", \"My answer is no.\", \"My answer is maybe.\""),
+        (None, "Answer with one of the following options: \"My answer is yes.\", \"My answer is no.\", "
+               "\"My answer is maybe.\""),
         (None, "Reply with exactly one of My answer is yes. / My answer is no. / My answer is maybe.")],
     "detectable_content:number_placeholders": [
-        (None, "The response must contain at least {n} placeholders represented by square brackets, such as [address]."),
-        (None, "Include at least {n_word} placeholders in square brackets like [name]."), (None, "Use {n} or more placeholders such as [date].")],
+        (None, "The response must contain at least {n} placeholders represented by square brackets, such as "
+               "[address]."),
+        (None, "Include at least {n_word} placeholders in square brackets like [name]."),
+        (None, "Use {n} or more placeholders such as [date].")],
     "detectable_content:postscript": [
         (None, "At the end of your response, please explicitly add a postscript starting with {postscript}"),
         (None, "End with a {postscript_marker} note."), (None, "Include a postscript beginning with {postscript}")],
     "combination:repeat_prompt": [
-        (None, "First repeat the request word for word without change, then give your answer (1. do not say any words or "
-               "characters before repeating the request; 2. the request you need to repeat does not include this sentence)."),
+        (None, "First repeat the request word for word without change, then give your answer (1. do not say any words "
+               "or characters before repeating the request; 2. the request you need to repeat does not include this "
+               "sentence)."),
         (None, "Before answering, repeat the request word for word (not including this sentence)."),
         (None, "Start by repeating the request verbatim, leaving out this sentence, then answer.")],
     "combination:two_responses": [
-        (None, "Give two different responses. Responses and only responses should be separated by 6 asterisk symbols: ******."),
+        (None, "Give two different responses. Responses and only responses should be separated by 6 asterisk symbols: "
+               "******."),
         (None, "Provide two distinct answers separated by six asterisks."),
         (None, "Write two different versions, separated by ******.")],
 }
 
 KEYWORDS = ("river", "light", "garden", "engine", "silver", "market", "window", "winter", "signal", "bridge", "forest",
             "music", "paper", "stone", "cloud", "coffee", "harbor", "planet", "ladder", "island", "mirror", "candle")
-END_PHRASES = ("Any other questions?", "Is there anything else I can help with?", "That is all.", "Thank you for reading.")
+END_PHRASES = ("Any other questions?", "Is there anything else I can help with?", "That is all.",
+               "Thank you for reading.")
 
 
 def _join(words: Sequence[str], conjunction: str = "and") -> str:
@@ -1076,26 +1118,38 @@ def sample_instruction(name: str, rng: np.random.Generator) -> Instruction:
 
     relation = pick((AT_LEAST, LESS_THAN))
     kwargs = {
-        "length_constraints:number_words": lambda: {"num_words": between(5, 30) if relation == AT_LEAST else between(15, 80), "relation": relation},
-        "length_constraints:number_sentences": lambda: {"num_sentences": between(1, 4) if relation == AT_LEAST else between(2, 6), "relation": relation},
+        "length_constraints:number_words": lambda: {
+            "num_words": between(5, 30) if relation == AT_LEAST else between(15, 80), "relation": relation},
+        "length_constraints:number_sentences": lambda: {
+            "num_sentences": between(1, 4) if relation == AT_LEAST else between(2, 6), "relation": relation},
         "length_constraints:number_paragraphs": lambda: {"num_paragraphs": between(2, 4)},
-        "length_constraints:nth_paragraph_first_word": lambda: (lambda p: {"num_paragraphs": p, "nth_paragraph": between(1, p), "first_word": pick(KEYWORDS)})(between(2, 3)),
-        "keywords:existence": lambda: {"keywords": [str(k) for k in rng.choice(KEYWORDS, size=between(1, 3), replace=False)]},
-        "keywords:frequency": lambda: {"keyword": pick(KEYWORDS), "frequency": between(1, 3) if relation == AT_LEAST else between(2, 4), "relation": relation},
-        "keywords:forbidden_words": lambda: {"forbidden_words": [str(k) for k in rng.choice(KEYWORDS, size=between(1, 2), replace=False)]},
-        "keywords:letter_frequency": lambda: {"letter": pick("abcdefghilmnoprstuwy"), "let_frequency": between(2, 10), "let_relation": relation},
-        "change_case:capital_word_frequency": lambda: {"capital_frequency": between(1, 5) if relation == AT_LEAST else between(2, 6), "capital_relation": relation},
+        "length_constraints:nth_paragraph_first_word": lambda: (lambda p: {
+            "num_paragraphs": p, "nth_paragraph": between(1, p), "first_word": pick(KEYWORDS)})(between(2, 3)),
+        "keywords:existence": lambda: {
+            "keywords": [str(k) for k in rng.choice(KEYWORDS, size=between(1, 3), replace=False)]},
+        "keywords:frequency": lambda: {
+            "keyword": pick(KEYWORDS), "frequency": between(1, 3) if relation == AT_LEAST else between(2, 4),
+            "relation": relation},
+        "keywords:forbidden_words": lambda: {
+            "forbidden_words": [str(k) for k in rng.choice(KEYWORDS, size=between(1, 2), replace=False)]},
+        "keywords:letter_frequency": lambda: {
+            "letter": pick("abcdefghilmnoprstuwy"), "let_frequency": between(2, 10), "let_relation": relation},
+        "change_case:capital_word_frequency": lambda: {
+            "capital_frequency": between(1, 5) if relation == AT_LEAST else between(2, 6),
+            "capital_relation": relation},
         "startend:end_checker": lambda: {"end_phrase": pick(END_PHRASES)},
         "detectable_format:number_bullet_lists": lambda: {"num_bullets": between(2, 4)},
         "detectable_format:number_highlighted_sections": lambda: {"num_highlights": between(1, 3)},
-        "detectable_format:multiple_sections": lambda: {"section_spliter": pick(("Section", "SECTION")), "num_sections": between(2, 3)},
+        "detectable_format:multiple_sections": lambda: {
+            "section_spliter": pick(("Section", "SECTION")), "num_sections": between(2, 3)},
         "detectable_content:number_placeholders": lambda: {"num_placeholders": between(1, 3)},
         "detectable_content:postscript": lambda: {"postscript_marker": pick(("P.S.", "P.P.S"))},
     }.get(name, dict)()
     return Instruction(name, kwargs)
 
 
-def compose_request(base: str, instructions: Sequence[Instruction], rng: np.random.Generator) -> tuple[str, list[Instruction]]:
+def compose_request(base: str, instructions: Sequence[Instruction],
+                    rng: np.random.Generator) -> tuple[str, list[Instruction]]:
     """The base request followed by one sentence per instruction; repeat_prompt gets the rest of the text as its
     argument (so pass it without one). Returns the text and the instructions with their final arguments."""
     parts = [base] + [describe(i, rng) for i in instructions if i.id != "combination:repeat_prompt"]
@@ -1121,8 +1175,8 @@ def score(items: Sequence[dict | str], responses: Sequence[str]) -> dict:
 
     ``items`` are held-out items (``{"prompt", "instruction_id_list", "kwargs"}``, IFEval's fields) or plain request
     texts (their instructions recognised). ``prompt_*``: share of requests whose every instruction is followed;
-    ``instruction_*``: share of all instructions followed; ``*_loose``: with IFEval's loose variants. ``per_instruction``
-    maps each id to ``{"strict", "loose", "n"}``.
+    ``instruction_*``: share of all instructions followed; ``*_loose``: with IFEval's loose variants.
+    ``per_instruction`` maps each id to ``{"strict", "loose", "n"}``.
     """
     if len(items) != len(responses):
         raise ValueError(f"{len(items)} requests but {len(responses)} answers")
@@ -1144,7 +1198,8 @@ def score(items: Sequence[dict | str], responses: Sequence[str]) -> dict:
     n = max(len(items), 1)
     return {
         "prompt_strict": prompt["strict"] / n, "prompt_loose": prompt["loose"] / n,
-        "instruction_strict": followed["strict"] / max(total, 1), "instruction_loose": followed["loose"] / max(total, 1),
+        "instruction_strict": followed["strict"] / max(total, 1),
+        "instruction_loose": followed["loose"] / max(total, 1),
         "per_instruction": {k: {"strict": v["strict"] / v["n"], "loose": v["loose"] / v["n"], "n": v["n"]}
                             for k, v in sorted(per.items())},
         "n_prompts": len(items), "n_instructions": total,
