@@ -1,8 +1,9 @@
 """The agent protocol and what every LLM agent shares: acting, KL, advantages, loss weights, the optimizer step.
 
-An agent is anything with ``act(chats) -> list[Completion]`` and ``update(batch) -> dict`` (plus ``save_state`` /
-``load_state`` for checkpoints): :func:`agents.train.train` runs any such object unchanged. Subclass
-:class:`LLMAgent` to get the shared parts and write only your ``update``.
+An agent is anything with the :class:`Agent` protocol (``policy``, ``act(chats) -> list[Completion]``,
+``update(batch) -> dict``, ``save_state`` / ``load_state``): :func:`agents.train.train` runs any such object
+unchanged. Subclass :class:`LLMAgent` to get the shared parts and write only your per-token objective
+(:meth:`LLMAgent.policy_loss`), or a whole ``update`` of your own.
 """
 
 from __future__ import annotations
@@ -26,9 +27,18 @@ LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "sequence")
 
 
 class Agent(Protocol):
+    """What :func:`agents.train.train` uses of an agent: the policy it trains (evaluated on held-out tasks, its
+    FLOPs counted), acting, one update per batch, and its state for checkpoints."""
+
+    policy: Policy
+
     def act(self, chats: list[list[dict]]) -> list[Completion]: ...
 
     def update(self, batch: Batch) -> dict: ...
+
+    def save_state(self, directory: str | os.PathLike) -> None: ...
+
+    def load_state(self, directory: str | os.PathLike) -> None: ...
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 from lsp_env.monitor import hacking_counts, hacking_metrics
 from lsp_env.prompts import Role
 from lsp_env.rewards import LLMJudge
+from lsp_env.tasks import InstructionsTask
 
 from . import distributed
 
@@ -43,92 +44,76 @@ class Batch:
 
 
 def play_iteration(envs, agent, seed: int | None = None) -> Batch:
-    """Reset every sub-env, let ``agent.act`` play both roles, and collect the round's samples with their rewards."""
+    """Reset every sub-env, let ``agent.act`` play both roles, and build the batch from the rounds' records
+    (``info["round"]``, :class:`lsp_env.RoundResult`): the challenger's sample is paid the round's payoff, the
+    solver's j-th answer its reward r_j."""
     num_generations = envs.num_generations  # G: the env's setting, the one owner
     timings = {}
     start = time.perf_counter()
     obs, info = envs.reset(seed=seed)
     num_envs = envs.num_envs
-    samples: list[tuple] = []  # (completion, role, group)
-    payoffs: dict[int, float] = {}
-    solver_rewards: dict[int, list[float]] = {}
-    group_values: list[float] = []
-    invalid = 0
+    queries: list | None = None  # the challenger's completions (none in data mode)
+    rounds: dict[int, object] = {}  # sub-env -> its RoundResult
     active = np.ones(num_envs, dtype=bool)
 
     if (obs["role"] == Role.CHALLENGER).all():
         t = time.perf_counter()
         queries = agent.act(list(info["messages"]))
         timings["generate"] = time.perf_counter() - t
-        samples += [(c, Role.CHALLENGER, i) for i, c in enumerate(queries)]
         obs, _, terminated, _, info = envs.step([c.text for c in queries])
-        for i in np.flatnonzero(terminated):  # invalid queries end the round at once
-            payoffs[i] = float(info["rewards"]["challenger"][i])
-            invalid += 1
+        rounds.update({i: info["round"][i] for i in np.flatnonzero(terminated)})  # invalid queries end at once
         active = ~terminated
-    solver_chats = [info["messages"][i] for i in np.flatnonzero(active)]
-    round_queries = [info["query"][i] for i in np.flatnonzero(active)]
+    rows = np.flatnonzero(active)
+    solver_chats = [info["messages"][i] for i in rows]
 
     t = time.perf_counter()
     answers = agent.act([chat for chat in solver_chats for _ in range(num_generations)])
     timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t
-    rows = np.flatnonzero(active)
     t = time.perf_counter()
-    asked = None
     for j in range(num_generations):
         actions = [""] * num_envs
         for k, i in enumerate(rows):
             actions[i] = answers[k * num_generations + j].text
         _, _, terminated, _, info = envs.step(actions)
-        if j == num_generations - 1:
-            if "instructions" in info:  # what the queries asked for (instruction following): the challenger's mix
-                asked = [[inst["id"] for inst in info["instructions"][i]] for i in rows]
-            for i in rows:
-                solver_rewards[i] = [float(r) for r in info["rewards"]["solver"][i]]
-                group_values.append(float(info["group_value"][i]))
-                challenger = info["rewards"]["challenger"][i]
-                if challenger is not None:
-                    payoffs[i] = float(challenger)
+    if len(rows):
+        rounds.update({i: info["round"][i] for i in rows})
+    # instruction following: what the valid queries asked for, the challenger's mix (every rank, even with none)
+    asked = None
+    if isinstance(envs.task, InstructionsTask):
+        asked = [[inst["id"] for inst in info["instructions"][i]] for i in rows] if len(rows) else []
     timings["score"] = time.perf_counter() - t
-    samples += [(answers[k * num_generations + j], Role.SOLVER, i)
+    # (completion, role, round, reward): the challenger rows first, then the solver rows, round by round
+    samples = [(c, Role.CHALLENGER, i, rounds[i].payoff) for i, c in enumerate(queries or [])]
+    samples += [(answers[k * num_generations + j], Role.SOLVER, i, rounds[i].rewards[j])
                 for k, i in enumerate(rows) for j in range(num_generations)]
     judges = [hook for hook in (envs.reward_fn, envs.quality_fn) if isinstance(hook, LLMJudge)]
     hacking = None
     if judges:  # the reward-hacking monitor, for runs graded by an LLM judge
         t = time.perf_counter()
-        hacking = hacking_counts(judges, [q for q in round_queries for _ in range(num_generations)],
-                                 [a.text for a in answers],
-                                 [c.text for c, role, _ in samples if role == Role.CHALLENGER])
+        hacking = hacking_counts(judges, [rounds[i].query for i in rows for _ in range(num_generations)],
+                                 [a.text for a in answers], [c.text for c in queries or []])
         timings["monitor"] = time.perf_counter() - t
 
-    mix = None
-    if asked is not None:  # (queries, instructions asked, queries asking for each id)
-        mix = (len(asked), sum(map(len, asked)), Counter(name for ids in asked for name in set(ids)))
-    rewards, seen = [], {}  # the j-th solver sample of round g got solver_rewards[g][j]
-    for _, role, g in samples:
-        if role == Role.CHALLENGER:
-            rewards.append(payoffs[g])
-        else:
-            j = seen.get(g, 0)
-            seen[g] = j + 1
-            rewards.append(solver_rewards[g][j])
     batch = Batch(
-        prompt_ids=[c.prompt_ids for c, _, _ in samples],
-        completion_ids=[c.completion_ids for c, _, _ in samples],
-        roles=torch.tensor([int(r) for _, r, _ in samples], dtype=torch.long),
-        rewards=torch.tensor(rewards, dtype=torch.float32),
-        groups=torch.tensor([g for _, _, g in samples], dtype=torch.long),
-        texts=[c.text for c, _, _ in samples],
+        prompt_ids=[c.prompt_ids for c, *_ in samples],
+        completion_ids=[c.completion_ids for c, *_ in samples],
+        roles=torch.tensor([int(role) for _, role, *_ in samples], dtype=torch.long),
+        rewards=torch.tensor([reward for *_, reward in samples], dtype=torch.float32),
+        groups=torch.tensor([i for _, _, i, _ in samples], dtype=torch.long),
+        texts=[c.text for c, *_ in samples],
     )
+    invalid = sum(r.query is None for r in rounds.values())
+    group_values = [rounds[i].value for i in rows]
     batch.metrics = _round_metrics(batch, invalid, num_envs, group_values, timings, time.perf_counter() - start)
     if hacking is not None:
         batch.metrics.update(hacking_metrics(distributed.sum_across(hacking)))
-    if mix is not None:  # instruction following: the share of the valid queries asking for each instruction id
-        per_rank = distributed.gather_objects(mix)
-        queries = max(sum(m[0] for m in per_rank), 1)
-        batch.metrics["instructions/per_query"] = sum(m[1] for m in per_rank) / queries
+    if asked is not None:  # instruction following: the share of the valid queries asking for each instruction id
+        per_rank = distributed.gather_objects((len(asked), sum(map(len, asked)),
+                                               Counter(name for ids in asked for name in set(ids))))
+        n_queries = max(sum(m[0] for m in per_rank), 1)
+        batch.metrics["instructions/per_query"] = sum(m[1] for m in per_rank) / n_queries
         asking = sum((m[2] for m in per_rank), Counter())
-        batch.metrics.update({f"instructions/{name}": n / queries for name, n in sorted(asking.items())})
+        batch.metrics.update({f"instructions/{name}": n / n_queries for name, n in sorted(asking.items())})
     return batch
 
 

@@ -284,7 +284,7 @@ def keep_metrics_until(path: Path, step: int) -> None:
 
 
 # ---- the loop ---------------------------------------------------------------------------------------------------
-def evaluate(agent, cfg: TrainConfig, task, all_levels: bool = False) -> dict:
+def heldout_metrics(agent, cfg: TrainConfig, task, all_levels: bool = False) -> dict:
     """The task's held-out evaluation (greedy) as ``eval/*`` metrics: arithmetic solve rates (headline levels, or
     every level with ``all_levels``), or IFEval's four figures (and, with ``all_levels``, the rate per instruction)."""
     from lsp_env.tasks import instructions
@@ -346,7 +346,7 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
     task = envs.task
     evaluating = cfg.eval_every > 0 and hasattr(task, "heldout") and is_main  # no collectives inside: the others go on
     if evaluating and step == 0 and cfg.eval_at_start:
-        lines.append({"step": 0, "world_size": world_size, **evaluate(agent, cfg, task, all_levels=True)})
+        lines.append({"step": 0, "world_size": world_size, **heldout_metrics(agent, cfg, task, all_levels=True)})
         report(lines[-1])
     trained_seconds = 0.0
     last_saved = step
@@ -384,7 +384,7 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
                     "iteration": seconds, "generate": metrics.get("time/generate"), "update": metrics["time/update"]},
                     peak * world_size, metrics["tokens/generated"]))
             if evaluating and step % cfg.eval_every == 0 and step != cfg.iterations:
-                metrics.update(evaluate(agent, cfg, task))
+                metrics.update(heldout_metrics(agent, cfg, task))
                 if counter is not None:
                     counter.reset()
             metrics["time/trained"] = trained_seconds
@@ -396,7 +396,8 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
                 save_checkpoint(output_dir, step, agent, record)
                 last_saved, have_checkpoint = step, True
     if evaluating and step:  # the final evaluation covers every level
-        final = {"step": step, "world_size": world_size, "final": True, **evaluate(agent, cfg, task, all_levels=True)}
+        final = {"step": step, "world_size": world_size, "final": True,
+                 **heldout_metrics(agent, cfg, task, all_levels=True)}
         report(final)
         lines.append(final)
     if step != last_saved or not have_checkpoint:

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from learning_curve import RECIPE, lsp_train, read_run  # noqa: E402
+from learning_curve import RECIPE, add_shared_arguments, lsp_train, read_run  # noqa: E402
 
 # An arm is a list of stages, each a list of lsp-train flags (after the task's recipe, so they win over it).
 ARITH_DATA = ["--env", "LSP-Arith-Data-v0"]
@@ -152,29 +152,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="arithmetic,dialogue")
     parser.add_argument("--arms", default="", help="comma-separated arms (default: every arm of each task)")
-    parser.add_argument("--minutes", type=float, default=2.0,
-                        help="training budget per arm and seed (evaluation excluded)")
     parser.add_argument("--iterations", type=int, default=0,
                         help="budget in iterations per arm instead (0: use --minutes)")
-    parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=int, default=4, help="arithmetic: held-out evaluation every k iterations")
     parser.add_argument("--eval-problems-per-level", type=int, default=40,
                         help="arithmetic: held-out problems per level")
     parser.add_argument("--dialogue-eval-limit", type=int, default=40,
                         help="dialogue: held-out instructions judged (of 120)")
-    parser.add_argument("--model", default="embedded")
     parser.add_argument("--backend", default="hf", help="generation backend of the runs (hf or vllm)")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="default: where the hardware has fast bf16")
-    parser.add_argument("--output", default=str(ROOT / "benchmarks/results/compare_algorithms.json"))
-    parser.add_argument("--workdir", default=str(ROOT / "runs/compare_algorithms"))
     parser.add_argument("--keep-checkpoints", action="store_true")
-    parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--reuse", default=None,
                         help="earlier result JSONs of this benchmark (comma-separated): keep their starting-model "
                              "figures and the runs this invocation does not run (recorded under 'reused')")
-    parser.add_argument("extra", nargs="*", help="more lsp-train flags for every run (after --)")
+    add_shared_arguments(parser, "compare_algorithms", eval_every=4, minutes=2.0, seeds=2)  # eval: arithmetic only
     args = parser.parse_args()
 
     from rich.console import Console

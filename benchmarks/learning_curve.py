@@ -58,6 +58,23 @@ def lsp_train(flags: list[str], out: Path, quiet: bool = False) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def add_shared_arguments(parser: argparse.ArgumentParser, name: str, eval_every: int, minutes: float = 10.0,
+                         seeds: int = 3) -> None:
+    """The flags every head-to-head script shares: the budget, the seeds, the model, bf16, the evaluation cadence,
+    where the result (``benchmarks/results/<name>.json``) and the runs (``runs/<name>/``) go, extra lsp-train flags."""
+    parser.add_argument("--minutes", type=float, default=minutes,
+                        help="training budget per arm and seed (evaluation excluded)")
+    parser.add_argument("--seeds", type=int, default=seeds, help="seeds per arm (the baselines' and LSP-Zero's)")
+    parser.add_argument("--eval-every", type=int, default=eval_every, help="held-out evaluation every k iterations")
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="default: where the hardware has fast bf16")
+    parser.add_argument("--output", default=str(ROOT / f"benchmarks/results/{name}.json"))
+    parser.add_argument("--workdir", default=str(ROOT / f"runs/{name}"))
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("extra", nargs="*", help="more lsp-train flags for every run (after --)")
+
+
 def read_run(lines: list[dict]) -> dict:
     """Iterations, training seconds, reward curves and (with ``--eval-every``) the held-out solve rates of one run."""
     trained = [line for line in lines if "time/iteration" in line]
@@ -97,21 +114,12 @@ def run_arm(arm: str, seed: int, args, workdir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per arm and seed")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds for the data baseline and LSP-Zero")
     parser.add_argument("--lsp-seeds", type=int, default=1, help="seeds for LSP (self-quality)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed, first-seed + 1, ...")
     parser.add_argument("--arms", default="data,lsp_zero,lsp")
-    parser.add_argument("--eval-every", type=int, default=15)
-    parser.add_argument("--model", default="embedded")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="default: where the CPU has fast bf16")
-    parser.add_argument("--output", default=str(ROOT / "benchmarks/results/learning_curve.json"))
-    parser.add_argument("--workdir", default=str(ROOT / "runs/learning_curve"))
-    parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--reuse", default=None, help="an earlier result JSON: keep its base evaluation and its runs "
                         "that this invocation does not run (recorded under 'reused'), instead of measuring them again")
-    parser.add_argument("extra", nargs="*", help="more lsp-train flags for every arm (after --)")
+    add_shared_arguments(parser, "learning_curve", eval_every=15)
     args = parser.parse_args()
 
     from rich.console import Console

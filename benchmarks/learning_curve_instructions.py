@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.learning_curve import lsp_train  # noqa: E402
+from benchmarks.learning_curve import add_shared_arguments, lsp_train  # noqa: E402
 from lsp_env.tasks.instructions import FIGURES  # noqa: E402
 
 # every arm but lsp_kl shares the tuned GRPO recipe (its arithmetic-only parts do not apply here); the answer budget
@@ -122,20 +122,11 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per arm and seed")
     parser.add_argument("--iterations", type=int, default=100000, help="or an iteration budget (plumbing tests)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds for data and lsp_zero")
     parser.add_argument("--lsp-seeds", type=int, default=2, help="seeds for lsp and lsp_kl")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--split", choices=("dev", "test"), default="test")
-    parser.add_argument("--eval-every", type=int, default=15)
-    parser.add_argument("--model", default="embedded")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="default: where the CPU has fast bf16")
-    parser.add_argument("--output", default=str(ROOT / "benchmarks/results/learning_curve_instructions.json"))
-    parser.add_argument("--workdir", default=str(ROOT / "runs/learning_curve_instructions"))
-    parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("extra", nargs="*", help="more lsp-train flags for every arm (after --)")
+    add_shared_arguments(parser, "learning_curve_instructions", eval_every=15)
     args = parser.parse_args()
 
     from rich.console import Console

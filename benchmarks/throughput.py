@@ -418,7 +418,7 @@ def raw_generate(backend, prompts: list[list[int]], config, min_new_tokens: int)
         return sum(len(out.outputs[0].token_ids) for out in outputs)
     from contextlib import nullcontext
 
-    from lsp_env.rewards import pad_left
+    from lsp_env.tokens import pad_left
 
     ids, mask, _ = pad_left(prompts, backend.tokenizer.pad_token_id)
     autocast = torch.autocast("cpu", dtype=backend.autocast_dtype) if backend.autocast_dtype else nullcontext()
@@ -547,7 +547,7 @@ def run_ours(spec: dict, chan: Channel) -> None:
     def iteration(step: int) -> dict:
         sections.reset()
         start = time.perf_counter()
-        batch = play_iteration(envs, agent, cfg.num_generations, seed=cfg.seed * 1_000_003 + step * envs.num_envs)
+        batch = play_iteration(envs, agent, seed=cfg.seed * 1_000_003 + step * envs.num_envs)
         metrics = agent.update(batch)
         seconds = time.perf_counter() - start
         return {"event": "step", "seconds": seconds, "tokens": batch.metrics["tokens/generated"],

@@ -9,7 +9,7 @@ used as the baseline: A = r − V̂. Everything else (acting, checkpoints, the l
 import torch
 
 from agents import LLMAgent
-from agents.train import build, parse_args, train, validate
+from agents.train import build, parse_args, train
 
 
 class ValueBaselineAgent(LLMAgent):
@@ -47,6 +47,5 @@ if __name__ == "__main__":
     cfg, agent_cfg = parse_args()
     if cfg.beta or cfg.challenger_beta or cfg.solver_beta:  # this loss has no KL term: refuse rather than ignore it
         raise SystemExit("custom_agent.py has no KL term: drop --beta / --challenger-beta / --solver-beta")
-    validate(cfg, agent_cfg)
     _, envs, agent = build(cfg, agent_cfg, agent_class=ValueBaselineAgent)
     train(agent, envs, cfg)

@@ -13,7 +13,7 @@
 
 from gymnasium.envs.registration import register
 
-from .env import LSPEnv
+from .env import LSPEnv, RoundResult
 from .kl import KLHook, kl_estimate
 from .rewards import PAYOFFS, ArithmeticReward, InstructionReward, LengthReward, LLMJudge, RewardModel, SelfQuality
 from .vector import LSPVectorEnv
@@ -38,6 +38,6 @@ for _env_id, _kwargs in ENV_IDS.items():
     )
 
 __all__ = [
-    "ENV_IDS", "LSPEnv", "LSPVectorEnv", "KLHook", "kl_estimate", "PAYOFFS",
+    "ENV_IDS", "LSPEnv", "LSPVectorEnv", "RoundResult", "KLHook", "kl_estimate", "PAYOFFS",
     "LLMJudge", "SelfQuality", "RewardModel", "ArithmeticReward", "InstructionReward", "LengthReward",
 ]

@@ -61,6 +61,20 @@ class Pending:
     info: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RoundResult:
+    """A finished round, in the last step's ``info["round"]``: the query, its answers and what each was paid."""
+
+    query: str | None                  # None: the challenger's text held no usable query
+    answers: tuple[str, ...] = ()      # the G answers, in the order they were played
+    rewards: tuple[float, ...] = ()    # each answer's reward r_j = R(q, a_j) + quality_weight · R_Q(q, a_j)
+    scores: tuple[float, ...] = ()     # each answer's raw reward R(q, a_j)
+    quality: tuple[float, ...] = ()    # each answer's self-quality R_Q(q, a_j) (0 without a quality hook)
+    payoff: float | None = None        # the challenger's; None in data mode
+    value: float | None = None         # V(q), the mean raw reward; None for an invalid query
+    invalid_reason: str | None = None  # why the challenger's text was no query
+
+
 class LSPEnv(gym.Env):
     """Language Self-Play: one model plays a challenger that writes a query and a solver that answers it G times.
 
@@ -92,7 +106,9 @@ class LSPEnv(gym.Env):
     minus ``repetition_penalty`` × the share of near-duplicate queries in the iteration (vector env only). The
     built-in judge and self-quality scores lie in [0, 1], so R and R_Q have the same scale. At the last step
     ``info["rewards"] == {"challenger": c, "solver": [r_1, ..., r_G]}`` (``"challenger": None`` in data mode),
-    with ``info["group_value"] = V(q)``. An invalid query pays the challenger ``invalid_query_penalty`` (−1).
+    with ``info["group_value"] = V(q)``, and ``info["round"]`` holds the whole round as one :class:`RoundResult`
+    (query, answers, each answer's reward, raw score and quality, payoff, V(q)), which agents build their
+    batches from. An invalid query pays the challenger ``invalid_query_penalty`` (−1).
     On the instruction-following task (``LSP-IF-v0``) R is the share of the request's instructions the answer
     follows, and every solver step's ``info["instructions"]`` lists each one's ``id``, ``kwargs`` and ``passed``.
     KL to the reference is not part of these payoffs: the ``kl`` hook (``env.unwrapped.kl``) tells agents how to
@@ -254,6 +270,8 @@ class LSPEnv(gym.Env):
             self._phase = "done"
             info = self._info(pending.info)
             info["rewards"] = {"challenger": self.invalid_query_penalty, "solver": []}
+            info["round"] = RoundResult(None, payoff=self.invalid_query_penalty,
+                                        invalid_reason=pending.info.get("invalid_reason"))
             return self._observation(), self.invalid_query_penalty, True, False, info
         raw, quality = float(raw), float(quality)
         if not (math.isfinite(raw) and math.isfinite(quality)):
@@ -271,6 +289,9 @@ class LSPEnv(gym.Env):
             self._phase = "done"
             info["rewards"] = {"challenger": self._challenger_payoff(), "solver": list(self._solver_rewards)}
             info["group_value"] = float(np.mean(self._raw))
+            info["round"] = RoundResult(self._query, tuple(self._answers), tuple(self._solver_rewards),
+                                        tuple(self._raw), tuple(self._quality), info["rewards"]["challenger"],
+                                        info["group_value"])
         if self.render_mode == "human":
             self.render()
         return self._observation(), reward, terminated, False, info

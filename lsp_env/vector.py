@@ -10,6 +10,14 @@ from .env import LSPEnv
 from .rewards import repetition_penalties
 
 
+def _on_every_sub_env(name: str) -> property:
+    def set_all(self, value) -> None:
+        for env in self.envs:
+            setattr(env, name, value)
+
+    return property(lambda self: getattr(self.envs[0], name), set_all)
+
+
 class LSPVectorEnv(VectorEnv):
     """``gymnasium.make_vec("LSP-v0", num_envs=N, **kwargs)``: N :class:`LSPEnv` rounds stepped together.
 
@@ -33,14 +41,22 @@ class LSPVectorEnv(VectorEnv):
         shared = {"reward": first.reward_fn, "quality": first.quality_fn, "kl": first.kl}
         self.envs = [first] + [LSPEnv(**{**kwargs, **shared}) for _ in range(num_envs - 1)]
         self.num_envs = num_envs
-        self.kl = first.kl
-        self.reward_fn, self.quality_fn = first.reward_fn, first.quality_fn
         self.single_observation_space = first.observation_space
         self.single_action_space = first.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._done = np.ones(num_envs, dtype=bool)
         self._last_obs = [None] * num_envs
+
+    # the hooks belong to the sub-envs (each scores its own steps when stepped alone): read from the first, set on all
+    reward_fn = _on_every_sub_env("reward_fn")
+    quality_fn = _on_every_sub_env("quality_fn")
+    kl = property(lambda self: self.envs[0].kl)
+
+    @property
+    def num_generations(self) -> int:
+        """G, the solver answers per query: the sub-envs' setting (the rollout reads it here, not from a flag)."""
+        return self.envs[0].num_generations
 
     @property
     def task(self):

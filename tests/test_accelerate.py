@@ -18,8 +18,9 @@ import torch
 from agents.grpo import GRPOAgent
 from agents.pg import PGAgent
 from agents.policy import Policy
-from agents.rollout import CHALLENGER, SOLVER, Batch
+from agents.rollout import Batch
 from lsp_env.kl import KLHook
+from lsp_env.prompts import Role
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).parent / "accelerate"
@@ -90,8 +91,8 @@ def make_rounds(num_rounds: int = 4, num_generations: int = 3) -> list[dict]:
 
 def rounds_batch(rounds: list[dict]) -> Batch:
     """The rollout's layout: the rounds' challenger rows, then their solver rows; round indices local (0, 1, ...)."""
-    rows = [(*rnd["challenger"], CHALLENGER, k) for k, rnd in enumerate(rounds)]
-    rows += [(*solver, SOLVER, k) for k, rnd in enumerate(rounds) for solver in rnd["solvers"]]
+    rows = [(*rnd["challenger"], Role.CHALLENGER, k) for k, rnd in enumerate(rounds)]
+    rows += [(*solver, Role.SOLVER, k) for k, rnd in enumerate(rounds) for solver in rnd["solvers"]]
     return Batch([r[0] for r in rows], [r[1] for r in rows], torch.tensor([r[3] for r in rows]),
                  torch.tensor([r[2] for r in rows], dtype=torch.float32), torch.tensor([r[4] for r in rows]),
                  texts=[""] * len(rows))

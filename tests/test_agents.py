@@ -13,6 +13,7 @@ from agents import GRPOAgent, GRPOConfig, PGAgent, PGConfig, Policy, RoleBaselin
 from agents.advantages import challenger_advantages, compute_advantages, group_advantages
 from agents.base import aggregation_weights
 from agents.grpo import clipped_surrogate
+from agents.pg import reinforce
 from agents.rollout import play_iteration
 from agents.train import main as train_main
 from lsp_env.kl import KLHook
@@ -80,6 +81,14 @@ def test_sequence_loss_type_is_the_papers_sequence_log_probability():
     assert aggregation_weights(roles, lengths, "sequence", 8).tolist() == pytest.approx([1 / 2, 1 / 2, 1.0])
     assert aggregation_weights(roles, lengths, "sequence", 8, challenger_weight=0.5).tolist() == pytest.approx(
         [1 / 2, 1 / 2, 0.5])
+
+
+def test_reinforce_by_hand():
+    logps = torch.tensor([[-1.0, -2.0], [-0.5, -0.25]], requires_grad=True)
+    loss = reinforce(logps, torch.tensor([[2.0], [-1.0]]))
+    assert loss.tolist() == [[2.0, 4.0], [-0.5, -0.25]]  # −A · log π per token
+    loss.sum().backward()
+    assert logps.grad.tolist() == [[-2.0, -2.0], [1.0, 1.0]]  # ∇ = −A: raise log π where A > 0
 
 
 def test_clipped_surrogate_by_hand():
@@ -211,7 +220,7 @@ def test_update_changes_the_policy_and_reports_metrics(tiny_envs, agent_class, c
     policy = Policy("tiny-random")
     agent = agent_class(policy, KLHook(beta=0.1), config)
     before = [p.detach().clone() for p in policy.model.parameters()]
-    batch = play_iteration(tiny_envs, agent, num_generations=2, seed=0)
+    batch = play_iteration(tiny_envs, agent, seed=0)
     # 2 queries, each answered twice unless invalid: every answer belongs to a valid query's round
     valid = round(2 * (1 - batch.metrics["invalid_query_rate"]))
     assert (batch.roles == 0).sum() == 2 and (batch.roles == 1).sum() == 2 * valid

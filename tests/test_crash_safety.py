@@ -130,10 +130,8 @@ def digest(directory: Path) -> dict:
 
 
 def swap_reward(envs, hook):
-    """Put ``hook`` where the vector env and each sub-env read the reward hook."""
+    """Replace the reward hook of the vector env (and so of every sub-env)."""
     envs.reward_fn = hook
-    for env in envs.envs:
-        env.reward_fn = hook
 
 
 def count_optimizer_steps(agent) -> list:

@@ -53,7 +53,7 @@ def rollout(env_id: str, seed: int):
     cfg, agent_cfg = parse_args(["--env", env_id, *TINY, "--num-queries", "3", "--seed", str(seed),
                                  "--output-dir", "never-written"])
     _, envs, agent = build(cfg, agent_cfg)
-    return play_iteration(envs, agent, cfg.num_generations, seed=seed)
+    return play_iteration(envs, agent, seed=seed)
 
 
 # LSP-Zero-v0 with its default LLM judge; LSP-Arith-v0, whose challenger prompt (few-shot examples) follows the env seed

@@ -124,6 +124,23 @@ def test_zero_sum_payoff_is_minus_mean_solver_reward():
     assert info["rewards"] == {"challenger": -0.5, "solver": [0.25, 0.5, 0.75]}
     assert info["rewards"]["challenger"] == -float(np.mean(info["rewards"]["solver"]))
     assert info["group_value"] == 0.5
+    assert info["round"] == lsp_env.RoundResult("Name three prime numbers.", ("a", "bb", "ccc"), (0.25, 0.5, 0.75),
+                                                (0.25, 0.5, 0.75), (0.0, 0.0, 0.0), -0.5, 0.5)
+
+
+def test_the_last_step_records_the_round_with_quality_and_an_invalid_query_with_its_reason():
+    env = make("LSP-Zero-v0", reward=quarter_length, quality=lambda qs, ans: [0.5] * len(ans), num_generations=2)
+    env.reset(seed=0)
+    env.step("Name three prime numbers.")
+    for a in ("a", "bb"):
+        _, _, _, _, info = env.step(a)
+    record = info["round"]
+    assert record.scores == (0.25, 0.5) and record.quality == (0.5, 0.5) and record.rewards == (0.75, 1.0)
+    assert record.payoff == info["rewards"]["challenger"] and record.value == 0.375
+    env.reset(seed=0)
+    _, _, terminated, _, info = env.step("")
+    assert terminated and info["round"].query is None and info["round"].answers == ()
+    assert info["round"].payoff == -1.0 and info["round"].invalid_reason == info["invalid_reason"]
 
 
 @pytest.mark.parametrize("quality_weight", [1.0, 0.5])
@@ -453,6 +470,15 @@ def test_vector_calls_reward_hook_once_per_solver_step():
     assert all(batch == list(zip(QUERIES, answers)) for batch in hook.batches)
     assert infos["_rewards"].all()
     assert infos["rewards"]["challenger"] == pytest.approx([-0.1, -0.2, -0.3, -0.4])
+    assert [r.answers for r in infos["round"]] == [(a,) * G for a in answers]
+
+
+def test_vector_env_hooks_have_one_owner_the_sub_envs():
+    envs = make_vec(reward=Counting(), num_generations=2)
+    assert envs.num_generations == 2 and all(env.reward_fn is envs.reward_fn for env in envs.envs)
+    replacement = Counting()
+    envs.reward_fn = replacement  # one assignment reaches every sub-env, which scores its own steps alone
+    assert all(env.reward_fn is replacement for env in envs.envs) and envs.kl is envs.envs[0].kl
 
 
 def test_vector_invalid_query_terminates_only_that_sub_env():

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import lsp_env
 from lsp_env import ENV_IDS
-from lsp_env.prompts import CHALLENGER, MAX_PROMPT_CHARS, SOLVER, render_chat
+from lsp_env.prompts import MAX_PROMPT_CHARS, Role, render_chat
 from lsp_env.rewards import LLMJudge
 
 SCALE = float(os.environ.get("LSP_FUZZ_EXAMPLES", "1"))
@@ -114,7 +114,7 @@ def env_for(env_id, judge=False, num_generations=G):
 # ---- the property ---------------------------------------------------------------------------------------------
 def check_observation(env, obs, info):
     assert obs in env.observation_space
-    assert obs["role"] == (SOLVER if info["role"] == "solver" else CHALLENGER)
+    assert obs["role"] == (Role.SOLVER if info["role"] == "solver" else Role.CHALLENGER)
     assert len(obs["prompt"]) <= MAX_PROMPT_CHARS
     for text in [obs["prompt"], info.get("query", "")] + [m["content"] for m in info["messages"]]:
         text.encode("utf-8")  # no lone surrogate survives into anything the env hands out
@@ -141,7 +141,7 @@ def play_round(env, seed, challenger_text, answers):
     game = env.unwrapped
     obs, info = env.reset(seed=seed)
     check_observation(env, obs, info)
-    assert obs["role"] == (SOLVER if game.data_mode else CHALLENGER)
+    assert obs["role"] == (Role.SOLVER if game.data_mode else Role.CHALLENGER)
     if not game.data_mode:
         obs, reward, terminated, info = check_step(env, env.step(challenger_text))
         note("invalid query" if terminated else "valid query")
@@ -150,7 +150,7 @@ def play_round(env, seed, challenger_text, answers):
             assert reward == game.invalid_query_penalty
             assert info["rewards"] == {"challenger": game.invalid_query_penalty, "solver": []}
             return info
-        assert reward == 0.0 and obs["role"] == SOLVER and "invalid_query" not in info
+        assert reward == 0.0 and obs["role"] == Role.SOLVER and "invalid_query" not in info
         assert 0 < len(info["query"]) <= lsp_env.prompts.MAX_QUERY_CHARS
     query = info["query"]
     for j, answer in enumerate(answers):
@@ -158,7 +158,7 @@ def play_round(env, seed, challenger_text, answers):
             note("megabyte answer")
         obs, reward, terminated, info = check_step(env, env.step(answer))
         assert terminated == (j == len(answers) - 1)
-        assert obs["role"] == SOLVER and info["query"] == query
+        assert obs["role"] == Role.SOLVER and info["query"] == query
         assert info["answer_truncated"] == (len(answer.replace("\x00", "")) > lsp_env.prompts.MAX_ANSWER_CHARS)
     rewards = info["rewards"]
     assert set(rewards) == {"challenger", "solver"}
@@ -233,7 +233,7 @@ def test_vector_env_with_hostile_actions(seed, rounds):
                                         num_generations=2, repetition_penalty=0.5)
     envs = _ENVS[key]
     obs, _ = envs.reset(seed=seed)
-    assert obs["role"].tolist() == [CHALLENGER] * 3
+    assert obs["role"].tolist() == [Role.CHALLENGER] * 3
     finals = {}
     actions = [[text for text, _ in rounds]] + [[answers[j] for _, answers in rounds] for j in range(2)]
     for step, batch in enumerate(actions):

@@ -46,8 +46,8 @@ def test_a_judge_rewarded_iteration_reports_the_monitor(one_torch_thread):
 
     envs = gymnasium.make_vec("LSP-Zero-v0", num_envs=2, model="tiny-random", num_generations=2)
     agent = GRPOAgent(Policy("tiny-random"), config=GRPOConfig(max_completion_length=8))
-    batch = play_iteration(envs, agent, num_generations=2, seed=0)
+    batch = play_iteration(envs, agent, seed=0)
     assert ({"hacking/number_ending", "hacking/suffix_sensitivity", "hacking/number_ending_queries"}
             <= set(batch.metrics))
     length_envs = gymnasium.make_vec("LSP-Zero-v0", num_envs=2, model="tiny-random", reward="length", num_generations=2)
-    assert not any(k.startswith("hacking/") for k in play_iteration(length_envs, agent, 2, seed=0).metrics)
+    assert not any(k.startswith("hacking/") for k in play_iteration(length_envs, agent, seed=0).metrics)

@@ -145,14 +145,14 @@ def _divide(dividend: int, divisor: int) -> int:
 
 
 class _Parser:
-    """Recursive descent over the tokens; every rule returns (value, canonical text)."""
+    """Recursive descent over the tokens; every rule, like parse, returns (canonical text, value)."""
 
     def __init__(self, tokens: list[_Token]) -> None:
         self._tokens = tokens
         self._pos = 0
 
     def parse(self) -> tuple[str, int]:
-        value, text = self._expr(0)
+        text, value = self._expr(0)
         if self._pos < len(self._tokens):
             raise InvalidProblem(f"unexpected {self._tokens[self._pos]!r} after a complete expression")
         return text, value
@@ -167,28 +167,28 @@ class _Parser:
         self._pos += 1
         return token
 
-    def _expr(self, depth: int) -> tuple[int, str]:
-        value, text = self._term(depth)
+    def _expr(self, depth: int) -> tuple[str, int]:
+        text, value = self._term(depth)
         while self._peek() in ("+", "-"):
             operator = self._take()
-            right, right_text = self._term(depth)
+            right_text, right = self._term(depth)
             value = _bounded(value + right if operator == "+" else value - right)
             text = f"{text} {operator} {right_text}"
-        return value, text
+        return text, value
 
-    def _term(self, depth: int) -> tuple[int, str]:
-        value, text = self._factor(depth)
+    def _term(self, depth: int) -> tuple[str, int]:
+        text, value = self._factor(depth)
         while self._peek() in ("*", "/"):
             operator = self._take()
-            right, right_text = self._factor(depth)
+            right_text, right = self._factor(depth)
             value = _bounded(value * right) if operator == "*" else _divide(value, right)
             text = f"{text} {operator} {right_text}"
-        return value, text
+        return text, value
 
-    def _factor(self, depth: int) -> tuple[int, str]:
+    def _factor(self, depth: int) -> tuple[str, int]:
         token = self._take()
         if isinstance(token, int):
-            return token, str(token)
+            return str(token), token
         if token not in ("(", "-"):
             raise InvalidProblem(f"unexpected {token!r} where an operand was expected")
         # Checked on the way down, so deep nesting fails long before Python's recursion limit.
@@ -196,16 +196,16 @@ class _Parser:
         if depth > MAX_DEPTH:
             raise InvalidProblem(f"parentheses and unary minus nest deeper than {MAX_DEPTH}")
         if token == "-":
-            value, text = self._factor(depth)
-            return -value, f"-{text}"
-        value, text = self._expr(depth)
+            text, value = self._factor(depth)
+            return f"-{text}", -value
+        text, value = self._expr(depth)
         closing = self._peek()
         if closing != ")":
             raise InvalidProblem(
                 "missing ')'" if closing is None else f"expected ')' but found {closing!r}"
             )
         self._pos += 1
-        return value, f"({text})"
+        return f"({text})", value
 
 
 def _parse(expression: str) -> tuple[str, int]:
