@@ -307,6 +307,53 @@ def heldout_metrics(agent, cfg: TrainConfig, task, all_levels: bool = False) -> 
     return out
 
 
+class RunLog:
+    """The run's files: opens the output dir (``--resume``: the checkpoint loaded, metric lines written after it
+    dropped), then on rank 0 writes ``config.json``, appends each metrics line to ``metrics.jsonl`` and the trackers,
+    and at the end plots ``metrics.png``. Every rank builds one (the resume is everyone's); only rank 0 writes."""
+
+    def __init__(self, agent, cfg: TrainConfig, config_record: dict | None = None):
+        self.dir = Path(cfg.output_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.is_main = distributed.is_main()
+        self.step = 0
+        if cfg.resume:
+            self.step = load_checkpoint(self.dir, agent)
+            if self.is_main:
+                keep_metrics_until(self.metrics_path, self.step)
+        elif self.metrics_path.exists() and self.metrics_path.stat().st_size:
+            raise FileExistsError(f"{self.metrics_path} exists: pass --resume to continue that run, "
+                                  "or choose a new --output-dir")
+        self.saved_step = self.step if (self.dir / "latest").exists() else None
+        distributed.barrier()  # every rank has read the output dir before rank 0 writes into it
+        self.record = config_record or asdict(cfg)
+        self.trackers = None
+        if self.is_main:
+            from .trackers import Trackers, check_report_to
+
+            write_config(self.dir, self.record, resumed_at=self.step if cfg.resume else None)
+            self.trackers = Trackers(check_report_to(cfg.report_to), self.dir, self.record, resume=cfg.resume)
+
+    def report(self, line: dict) -> None:
+        if self.is_main:
+            _append(self.metrics_path, line)
+            self.trackers.log(line)
+
+    def checkpoint(self, step: int, agent) -> None:
+        save_checkpoint(self.dir, step, agent, self.record)
+        self.saved_step = step
+
+    def close(self, step: int, agent) -> None:
+        if self.saved_step != step:
+            self.checkpoint(step, agent)
+        if self.is_main:
+            from .plots import plot_metrics
+
+            plot_metrics(self.metrics_path, self.dir / "metrics.png")
+            self.trackers.close()
+
+
 def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> list[dict]:
     """Run ``cfg.iterations`` iterations of play -> update with any agent; returns this run's metric lines.
 
@@ -317,46 +364,14 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
     from .rollout import play_iteration
 
     is_main, world_size = distributed.is_main(), distributed.world_size()
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = output_dir / "metrics.jsonl"
-    step = 0
-    if cfg.resume:
-        step = load_checkpoint(output_dir, agent)
-        if is_main:
-            keep_metrics_until(metrics_path, step)
-    elif metrics_path.exists() and metrics_path.stat().st_size:
-        raise FileExistsError(f"{metrics_path} exists: pass --resume to continue that run, "
-                              "or choose a new --output-dir")
-    have_checkpoint = (output_dir / "latest").exists()
-    distributed.barrier()  # every rank has read the output dir before rank 0 writes into it
-    record = config_record or asdict(cfg)
-    lines: list[dict] = []
-    trackers = None
-    if is_main:
-        from .trackers import Trackers, check_report_to
-
-        write_config(output_dir, record, resumed_at=step if cfg.resume else None)
-        trackers = Trackers(check_report_to(cfg.report_to), output_dir, record, resume=cfg.resume)
-
-    def report(line: dict) -> None:  # rank 0: metrics.jsonl, then the trackers
-        _append(metrics_path, line)
-        trackers.log(line)
-
+    log = RunLog(agent, cfg, config_record)
+    step, lines, trained_seconds = log.step, [], 0.0
     task = envs.task
     evaluating = cfg.eval_every > 0 and hasattr(task, "heldout") and is_main  # no collectives inside: the others go on
     if evaluating and step == 0 and cfg.eval_at_start:
         lines.append({"step": 0, "world_size": world_size, **heldout_metrics(agent, cfg, task, all_levels=True)})
-        report(lines[-1])
-    trained_seconds = 0.0
-    last_saved = step
-    counter = getattr(getattr(agent, "policy", None), "flops", None)
-    if counter is not None:
-        from .perf import mfu_metrics, peak_flops
-
-        model = agent.policy.model
-        peak = peak_flops(torch.bfloat16 if cfg.bf16 else torch.float32, model.device)
-        counter.reset()  # evaluation before the first iteration is not training work
+        log.report(lines[-1])
+    perf = Throughput(agent, cfg)
     # the env reset seed of round i at iteration `step`: this rank plays rounds
     # rank * n_local ... (rank + 1) * n_local - 1
     num_queries = envs.num_envs * world_size
@@ -373,41 +388,56 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
                 metrics = agent.update(batch)
             except FloatingPointError as err:  # raised on every rank alike: the gradient was summed first
                 raise SystemExit(f"stopped at iteration {step + 1}: {err}. The last good checkpoint is "
-                                 f"{output_dir / 'latest'} (resume with --resume after fixing the cause).") from None
+                                 f"{log.dir / 'latest'} (resume with --resume after fixing the cause).") from None
             step += 1
             seconds = time.perf_counter() - start
             trained_seconds += seconds
             metrics.update({"step": step, "world_size": world_size, "time/update": time.perf_counter() - t,
                             "time/iteration": seconds, "tokens_per_second": metrics["tokens/generated"] / seconds})
-            if counter is not None:  # the useful FLOPs of every rank against every rank's peak
-                metrics.update(mfu_metrics(distributed.sum_across(counter.reset()), {
-                    "iteration": seconds, "generate": metrics.get("time/generate"), "update": metrics["time/update"]},
-                    peak * world_size, metrics["tokens/generated"]))
+            metrics.update(perf.metrics(metrics))
             if evaluating and step % cfg.eval_every == 0 and step != cfg.iterations:
                 metrics.update(heldout_metrics(agent, cfg, task))
-                if counter is not None:
-                    counter.reset()
+                perf.skip()  # the evaluation's generation is not training work
             metrics["time/trained"] = trained_seconds
             lines.append(metrics)
+            log.report(metrics)
             if is_main:
-                report(metrics)
                 display.update(step, metrics, batch)
             if cfg.save_every and step % cfg.save_every == 0:
-                save_checkpoint(output_dir, step, agent, record)
-                last_saved, have_checkpoint = step, True
+                log.checkpoint(step, agent)
     if evaluating and step:  # the final evaluation covers every level
-        final = {"step": step, "world_size": world_size, "final": True,
-                 **heldout_metrics(agent, cfg, task, all_levels=True)}
-        report(final)
-        lines.append(final)
-    if step != last_saved or not have_checkpoint:
-        save_checkpoint(output_dir, step, agent, record)
-    if is_main:
-        from .plots import plot_metrics
-
-        plot_metrics(metrics_path, output_dir / "metrics.png")
-        trackers.close()
+        lines.append({"step": step, "world_size": world_size, "final": True,
+                      **heldout_metrics(agent, cfg, task, all_levels=True)})
+        log.report(lines[-1])
+    log.close(step, agent)
     return lines
+
+
+class Throughput:
+    """Model FLOPs utilisation per iteration (:mod:`agents.perf`), for agents whose policy counts its FLOPs."""
+
+    def __init__(self, agent, cfg: TrainConfig):
+        self.counter = getattr(getattr(agent, "policy", None), "flops", None)
+        if self.counter is not None:
+            from .perf import peak_flops
+
+            self.peak = peak_flops(torch.bfloat16 if cfg.bf16 else torch.float32, agent.policy.model.device)
+            self.counter.reset()  # evaluation before the first iteration is not training work
+
+    def metrics(self, metrics: dict) -> dict:
+        """The useful FLOPs of every rank against every rank's peak, for the iteration ``metrics`` describes."""
+        if self.counter is None:
+            return {}
+        from .perf import mfu_metrics
+
+        seconds = {"iteration": metrics["time/iteration"], "generate": metrics.get("time/generate"),
+                   "update": metrics["time/update"]}
+        return mfu_metrics(distributed.sum_across(self.counter.reset()), seconds,
+                           self.peak * distributed.world_size(), metrics["tokens/generated"])
+
+    def skip(self) -> None:
+        if self.counter is not None:
+            self.counter.reset()
 
 
 def write_config(output_dir: Path, record: dict, resumed_at: int | None = None) -> None:
