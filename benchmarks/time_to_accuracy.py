@@ -128,6 +128,8 @@ def trl_worker(spec: dict, out: Path) -> None:
 
 def minutes_to(curve: list[tuple[float, float]], before: float, target: float) -> float | None:
     """The training minutes at which a held-out curve first reaches ``target`` (linear between evaluations)."""
+    if before >= target:
+        return 0.0
     points = [(0.0, before), *curve]
     for (t0, r0), (t1, r1) in zip(points, points[1:]):
         if r1 >= target:

@@ -67,3 +67,13 @@ def test_the_instruction_following_head_to_head_writes_its_results(tmp_path):
     assert all(mix for _, mix in data_run["asked_curve"])  # the data's requests: every iteration asks for something
     config = json.loads((tmp_path / "runs" / "lsp_kl-seed0" / "config.json").read_text())
     assert config["recipe"] == "paper" and config["train"]["quality"] and config["agent"]["max_completion_length"] == 8
+
+
+def test_minutes_to_a_rate_interpolates_between_evaluations():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from time_to_accuracy import minutes_to
+
+    curve = [(60.0, 0.2), (120.0, 0.6), (180.0, 0.5)]
+    assert minutes_to(curve, 0.1, 0.4) == pytest.approx(1.5)  # halfway between 0.2 at 1 min and 0.6 at 2 min
+    assert minutes_to(curve, 0.1, 0.2) == pytest.approx(1.0)
+    assert minutes_to(curve, 0.1, 0.05) == 0.0 and minutes_to(curve, 0.1, 0.7) is None
