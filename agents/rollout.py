@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lsp_env.env import RoundResult
 from lsp_env.monitor import hacking_counts, hacking_metrics
 from lsp_env.prompts import Role
 from lsp_env.rewards import LLMJudge
@@ -53,7 +54,7 @@ def play_iteration(envs, agent, seed: int | None = None) -> Batch:
     obs, info = envs.reset(seed=seed)
     num_envs = envs.num_envs
     queries: list | None = None  # the challenger's completions (none in data mode)
-    rounds: dict[int, object] = {}  # sub-env -> its RoundResult
+    rounds: dict[int, RoundResult] = {}  # sub-env -> its finished round
     active = np.ones(num_envs, dtype=bool)
 
     if (obs["role"] == Role.CHALLENGER).all():

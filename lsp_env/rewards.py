@@ -10,9 +10,8 @@ of (query, answer) pairs; the vector env calls it once per step for all its sub-
   :data:`SEGMENT_TOKENS` tokens) counts in full, every later segment only as evidence against the answer (clipped
   at 0, with a margin so that a harmless aside costs nothing). ``"digit"`` (the older scheme) asks for a grade
   0–9 right after the answer and reads the expected digit from the next-token probabilities; a small judge
-  copies the last digit it read there
-  (``benchmarks/judge_injection.py`` measures both). ``"rubric"`` counts the criteria met (0–7, the paper's
-  additive rubric) read after a fixed restatement of the criteria.
+  copies the last digit it read there (``benchmarks/judge_injection.py`` measures both). ``"rubric"`` counts the
+  criteria met (0–7, the paper's additive rubric) read after a fixed restatement of the criteria.
 - :class:`SelfQuality`: the same schemes about the whole interaction (is the query a meaningful, answerable
   request, and is the answer a good one), run on the frozen reference model: the paper's self-quality reward R_Q,
   in [0, 1].
