@@ -101,6 +101,10 @@ def write_model_dir(directory: str | os.PathLike, config, generation_config, tok
     directory = Path(directory)
     config = copy.deepcopy(config)
     config.__dict__.pop("quantization_config", None)  # a GGUF-loaded model's config: the weights are plain now
+    if not getattr(config, "architectures", None):  # as save_pretrained records it: TRL and vLLM load by this name
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
     config.to_json_file(directory / "config.json")
     generation_config.to_json_file(directory / "generation_config.json")
     tokenizer.save_pretrained(directory)
@@ -132,13 +136,16 @@ def safetensors_complete(path: Path) -> bool:
 
 
 def model_dir_complete(directory: Path) -> bool:
-    """A cached model directory is complete when every file of :data:`MODEL_FILES` is there, the JSON files parse
+    """A cached model directory is complete when every file of :data:`MODEL_FILES` is there, the JSON files parse,
+    the config names its architecture (TRL and vLLM load by it; caches written before it was recorded are rebuilt)
     and the weights file is whole (:func:`safetensors_complete`)."""
     try:
         for name in MODEL_FILES:
             if name.endswith(".json"):
-                json.loads((directory / name).read_text())
-    except (OSError, ValueError):
+                data = json.loads((directory / name).read_text())
+                if name == "config.json" and not data.get("architectures"):
+                    return False
+    except (OSError, ValueError, AttributeError):
         return False
     return safetensors_complete(directory / "model.safetensors")
 
