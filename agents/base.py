@@ -106,12 +106,7 @@ def aggregation_weights(roles: torch.Tensor, lengths: torch.Tensor, loss_type: s
     sequence: 1 / n_role (the paper's −mean_b A_b · log π(o_b), log π(o_b) = sum_t log π(o_bt)).
     Linear in the samples, so micro-batching the backward pass leaves the loss exact.
 
-    bnpo differs from TRL's on purpose. TRL computes the loss of each batch it backpropagates
-    (``per_device_train_batch_size`` rows) as sum / that batch's own tokens, then averages those losses over the
-    gradient-accumulation steps (and DDP over processes): its normaliser depends on how the rows are cut into
-    batches. Here the normaliser is all the role's tokens on this process in the iteration, whatever
-    ``micro_batch_size`` (memory, not maths), then mean over processes (:meth:`LLMAgent.prepare`). The two agree
-    when one micro-batch holds the process's whole batch (and, TRL having no roles, when the batch holds one role).
+    bnpo's normaliser is exact whatever ``micro_batch_size``, unlike TRL's (``AgentConfig.loss_type`` says how).
     """
     weights = torch.zeros(len(roles))
     for role, role_weight in ((0, challenger_weight), (1, solver_weight)):

@@ -40,7 +40,8 @@ class Policy:
         bf16: bf16 autocast for log-probs and the update (fp32 master weights) and a bf16 copy of the weights for
             generation, synced after each update; use where the hardware has fast bf16
             (:func:`lsp_env.models.bf16_supported`).
-        backend: generation backend name (``"hf"`` or ``"vllm"``).
+        backend: generation backend name (``"hf"`` or ``"vllm"``); ``backend_kwargs`` go to it (vLLM's KV-cache
+            budget: :class:`agents.backends.vllm.VLLMBackend`).
         device: where the model lives; default the current CUDA device when there is one (under ``accelerate
             launch`` each rank's own GPU), else the CPU. The loss's per-token arithmetic runs on the CPU (a few
             thousand floats per micro-batch, nothing next to the forward pass), so agents stay device-agnostic.
@@ -48,7 +49,7 @@ class Policy:
 
     def __init__(self, model: str = "embedded", lora: bool = False, lora_r: int = 16, lora_alpha: int = 32,
                  lora_target_modules: tuple[str, ...] = LORA_TARGETS, bf16: bool = False, backend: str = "hf",
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, **backend_kwargs):
         if device is None:
             device = (torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available()
                       else torch.device("cpu"))
@@ -73,7 +74,7 @@ class Policy:
         self._frozen_reference = None if lora else copy.deepcopy(self.model).eval().requires_grad_(False)
         self.model.train()
         self.backend = make_backend(backend, self.model, self.tokenizer, autocast_dtype=self.autocast_dtype,
-                                    generation_dtype=self.autocast_dtype)
+                                    generation_dtype=self.autocast_dtype, **backend_kwargs)
         self.flops = FlopCounter.for_model(self.model)  # the useful work done, for perf/mfu
 
     # ---- the reference --------------------------------------------------------------------------------------

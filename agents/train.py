@@ -13,25 +13,11 @@ head-to-head's tuned one); flags given explicitly win over it.
 Agent knobs (``--epsilon``, ``--loss-type``, ``--learning-rate``, ...) follow the agent's config dataclass:
 ``lsp-train --agent grpo --help-agent`` lists them.
 
-Several processes (HF accelerate, torch.distributed; a plain ``python -m agents.train`` is one process, no group):
-
-- GPUs of one machine: ``accelerate launch --multi_gpu --num_processes <gpus> -m agents.train ...``
-- several machines, on each: ``accelerate launch --multi_gpu --num_machines <machines> --machine_rank <0..machines-1>
-  --main_process_ip <ip of machine 0> --main_process_port 29500 --num_processes <gpus in all> -m agents.train ...``
-  (``--resume`` then needs ``--output-dir`` on a filesystem every machine sees: all ranks load the checkpoint).
-- CPU processes (gloo; how the tests run 2 ranks): ``ACCELERATE_USE_CPU=true accelerate launch --multi_gpu
-  --num_processes 2 -m agents.train ...``. Note ``accelerate launch --num_processes 2`` alone starts ONE process.
-
-What stays equal to one process: the N rounds of an iteration are split across the ranks (``--num-queries`` must
-be divisible by their number), each rank's envs get the reset seeds one process gives those rounds, and rewards,
-roles and lengths are gathered before advantages and loss weights (challenger mean over all N queries,
-``--scale-rewards batch``, the ``--loss-type`` token/sample counts), then gradients are summed over ranks before the
-clip and the step: on the same global batch, the update equals one process's up to float summation order. What
-differs: each rank samples with its own RNG (``--seed`` + rank, so ranks do not repeat each other's answers), so
-sampled texts differ from a one-process run; ``--loss-type bnpo`` divides by this process's tokens, averaged over
-processes (per process, as TRL; see ``--loss-type``); the repetition penalty compares the queries of one rank.
-Rank 0 alone writes ``config.json``, ``metrics.jsonl`` (global rewards / token counts / losses, ``world_size`` on
-every line), checkpoints (with every rank's RNG state), plots and the console view, and runs ``--eval-every``.
+Several processes: ``accelerate launch --multi_gpu --num_processes <n> -m agents.train ...`` (on CPU with
+``ACCELERATE_USE_CPU=true``; several machines with accelerate's ``--num_machines`` / ``--machine_rank`` /
+``--main_process_ip``). Each rank plays its share of the N rounds, rows are gathered before advantages and loss
+weights, and gradients are summed before the clip, so the update equals one process's on the same global batch; each
+rank samples with ``--seed`` + rank, and rank 0 alone writes files and evaluates (the README's "Several processes").
 """
 
 from __future__ import annotations
@@ -179,8 +165,11 @@ def build(cfg: TrainConfig, agent_cfg, agent_class=None):
 
     kl = validate(cfg, agent_cfg)
     seed_everything(cfg.seed)
+    # vLLM sizes its KV cache to this rank's largest generate call: its share of the N x G answers
+    budget = {"kv_cache_sequences": cfg.num_queries // distributed.world_size() * cfg.num_generations,
+              "max_new_tokens": agent_cfg.max_completion_length} if cfg.backend == "vllm" else {}
     policy = Policy(cfg.model, lora=cfg.lora, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, bf16=cfg.bf16,
-                    backend=cfg.backend)
+                    backend=cfg.backend, **budget)
     env_kwargs = dict(model=policy.reference_pair(), kl=kl, num_generations=cfg.num_generations, payoff=cfg.payoff,
                       repetition_penalty=cfg.repetition_penalty)
     if cfg.quality:
@@ -287,9 +276,8 @@ def keep_metrics_until(path: Path, step: int) -> None:
 def heldout_metrics(agent, cfg: TrainConfig, task, all_levels: bool = False) -> dict:
     """The task's held-out evaluation (greedy) as ``eval/*`` metrics: arithmetic solve rates (headline levels, or
     every level with ``all_levels``), or IFEval's four figures (and, with ``all_levels``, the rate per instruction)."""
+    from lsp_env.evaluation import arithmetic_solve_rates, instruction_following_rates
     from lsp_env.tasks import instructions
-
-    from .evaluate import arithmetic_solve_rates, instruction_following_rates
 
     if task.name == "instructions":
         result = instruction_following_rates(agent.policy, cfg.eval_split, max_new_tokens=task.max_answer_tokens)

@@ -18,7 +18,7 @@ Arms (both tasks unless said):
 Metrics: arithmetic, the held-out greedy solve rate on the headline levels (curves from ``--eval-every``);
 dialogue, the preference for the trained model's answers over the starting model's on the held-out instructions:
 the pairwise LLM judge's probability, on the starting model, averaged over both answer orders (AlpacaEval 2's
-weighted win rate; ``agents.evaluate.dialogue_win_rate``, whose discrete ``win_rate`` is stored beside it: the
+weighted win rate; ``lsp_env.evaluation.dialogue_win_rate``, whose discrete ``win_rate`` is stored beside it: the
 embedded judge's position bias makes that one a tie on every instruction). The start itself scores 0.5.
 
     python benchmarks/compare_algorithms.py                   # 2 min per arm, 2 seeds, both tasks (~75 min on 2 cores)
@@ -116,8 +116,8 @@ def run_arm(task: str, arm: str, seed: int, args, workdir: Path, base) -> dict:
         model = str(out / (out / "latest").read_text().strip())
     run = {"task": task, "arm": arm, "seed": seed, **read_run(lines_all), "commands": commands}
     if task == "dialogue":
-        from agents.evaluate import dialogue_win_rate
         from agents.policy import Policy
+        from lsp_env.evaluation import dialogue_win_rate
 
         result = dialogue_win_rate(Policy(model, bf16=args.bf16), base, limit=args.dialogue_eval_limit)
         run.update(after=result["preference"], after_standard_error=result["standard_error_preference"],
@@ -169,8 +169,8 @@ def main() -> None:
 
     from rich.console import Console
 
-    from agents.evaluate import arithmetic_solve_rates
     from agents.policy import Policy
+    from lsp_env.evaluation import arithmetic_solve_rates
     from lsp_env.models import bf16_supported
 
     if args.bf16 is None:

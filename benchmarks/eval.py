@@ -10,7 +10,7 @@ greedy, and the rate per instruction id, on the held-out requests (`--split dev`
 reported figures; topics not in the training list). dialogue: AlpacaEval-style win rate against the base model on the
 held-out instructions (`win_rate`, `standard_error`, `n`) and the judge's order-averaged `preference`
 (`standard_error_preference`), judged by the built-in LLM judge on the base model (see
-`agents.evaluate.dialogue_win_rate`).
+`lsp_env.evaluation.dialogue_win_rate`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write the result here too")
     args = parser.parse_args()
 
-    from agents.evaluate import arithmetic_solve_rates, dialogue_win_rate, instruction_following_rates
     from agents.policy import Policy
+    from lsp_env.evaluation import arithmetic_solve_rates, dialogue_win_rate, instruction_following_rates
 
     policy = Policy(args.model, bf16=args.bf16)
     if args.task == "arithmetic":

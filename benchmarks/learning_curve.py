@@ -125,8 +125,8 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from agents.evaluate import arithmetic_solve_rates
     from agents.policy import Policy
+    from lsp_env.evaluation import arithmetic_solve_rates
     from lsp_env.models import bf16_supported
 
     if args.bf16 is None:

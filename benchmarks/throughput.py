@@ -147,6 +147,8 @@ def headline(configs: dict, lora: bool) -> dict:
     for name, c in configs.items():
         out[f"{name}_seconds"] = c["seconds_per_iteration"]
         out[f"{name}_peak_rss_gb"] = c["peak_rss_gb"]
+        if "peak_cuda_gb" in c:
+            out[f"{name}_peak_cuda_gb"] = c["peak_cuda_gb"]
         out[f"{name}_tokens_per_second"] = c["tokens_per_second"]
     ratio = lambda a, b: a / b if a and b else None  # noqa: E731
     if "ours_fp32" in configs and "trl_fp32" in configs:
@@ -366,6 +368,16 @@ def peak_rss_gb() -> float:
     return (own + child) * 1024 / 1e9
 
 
+def peak_memory() -> dict:
+    """``peak_rss_gb``, and ``peak_cuda_gb`` (torch's allocator peak on this process's GPU) where there is a GPU."""
+    import torch
+
+    out = {"peak_rss_gb": peak_rss_gb()}
+    if torch.cuda.is_available():
+        out["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    return out
+
+
 class Sections:
     """Inclusive wall time per named section; ``compute`` adds only outermost sections, so a weight sync inside the
     optimizer step (or a forward inside a timed call) is not counted twice."""
@@ -488,6 +500,12 @@ def hf_model_dir(name: str) -> str:
     return name
 
 
+def kv_cache_gib(backend) -> float | None:
+    """The vLLM engine's KV-cache size as configured (sized by the library from the iteration's work)."""
+    size = getattr(backend, "kv_cache_memory_bytes", None)
+    return size / 2**30 if size else None
+
+
 def run_ours(spec: dict, chan: Channel) -> None:
     import torch
 
@@ -499,8 +517,6 @@ def run_ours(spec: dict, chan: Channel) -> None:
     start = time.perf_counter()
     backend, note = spec["backend"], ""
     if backend == "vllm":
-        # the work needs a few hundred KV-cache tokens; vLLM's automatic CPU sizing takes GiBs (peak RSS 12.6 GB)
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         try:
             check_backend("vllm")
         except Exception as err:  # not installed / not importable here: the fast pairing falls back to HF
@@ -542,7 +558,7 @@ def run_ours(spec: dict, chan: Channel) -> None:
     chan.send({"event": "ready", "info": {"system": "ours", "backend": cfg.backend, "setting": setting,
                                           "backend_note": note, "load_seconds": time.perf_counter() - start,
                                           "threads": torch.get_num_threads(),
-                                          "vllm_cpu_kvcache_space_gib": os.environ.get("VLLM_CPU_KVCACHE_SPACE")}})
+                                          "kv_cache_gib": kv_cache_gib(policy.backend)}})
 
     def iteration(step: int) -> dict:
         sections.reset()
@@ -561,13 +577,48 @@ def run_ours(spec: dict, chan: Channel) -> None:
         step += 1
     summary = generation_efficiency(agent, last_chats, spec["gen_repeats"], spec["min_new_tokens"])
     if spec["profile"]:
-        summary["profile"] = profile_iteration(iteration, step, Path(spec["profile"]), spec["name"])
-    summary["peak_rss_gb"] = peak_rss_gb()
+        passes = PromptTokens(policy, agent)
+        summary["profile"] = profile_iteration(iteration, step, Path(spec["profile"]), spec["name"], passes)
+        summary["prompt_tokens_profiled"] = passes.counts
+    summary.update(peak_memory())
     chan.send({"event": "done", "summary": summary})
 
 
-def profile_iteration(iteration, step: int, directory: Path, name: str) -> str:
-    """One more iteration under torch.profiler: a table of the ops by self CPU time, and our sections."""
+class PromptTokens:
+    """Prompt tokens through the model in the update's log-prob passes (the forward calls that start without a
+    cache), against one pass per distinct prompt and one per row, counted over each pass the learner makes over the
+    batch (:meth:`agents.base.LLMAgent.micro_batches`): a micro-batch that splits a GRPO group runs its prompt twice."""
+
+    def __init__(self, policy, agent):
+        self.counts = {"through_model": 0, "one_pass_per_distinct_prompt": 0, "one_pass_per_row": 0}
+        self.inside_logps = False
+        for module in {id(m): m for m in (policy.model, policy.reference)}.values():
+            module.register_forward_pre_hook(self.count_forward, with_kwargs=True)
+        logps, cut = policy.completion_logps, agent.micro_batches
+
+        def completion_logps(*args, **kwargs):
+            self.inside_logps = True
+            try:
+                return logps(*args, **kwargs)
+            finally:
+                self.inside_logps = False
+
+        def micro_batches(batch, index):
+            prompts = {tuple(batch.prompt_ids[i]) for i in index}
+            self.counts["one_pass_per_distinct_prompt"] += sum(map(len, prompts))
+            self.counts["one_pass_per_row"] += sum(len(batch.prompt_ids[i]) for i in index)
+            return cut(batch, index)
+
+        policy.completion_logps, agent.micro_batches = completion_logps, micro_batches
+
+    def count_forward(self, module, args, kwargs):
+        if self.inside_logps and kwargs.get("past_key_values") is None:
+            self.counts["through_model"] += int(kwargs["attention_mask"].sum())
+
+
+def profile_iteration(iteration, step: int, directory: Path, name: str, passes: PromptTokens) -> str:
+    """One more iteration under torch.profiler: a table of the ops by self CPU time, our sections, and the prompt
+    tokens through the model (:class:`PromptTokens`)."""
     from torch.profiler import ProfilerActivity, profile
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -575,7 +626,8 @@ def profile_iteration(iteration, step: int, directory: Path, name: str) -> str:
         result = iteration(step)
     path = directory / f"profile_{name}.txt"
     path.write_text(f"iteration {result['seconds']:.2f} s, overhead {result['overhead_seconds']:.2f} s "
-                    f"(profiler on)\nsections: {json.dumps(result['sections'], indent=1)}\n\n"
+                    f"(profiler on)\nprompt tokens through the model in the update: {json.dumps(passes.counts)}\n"
+                    f"sections: {json.dumps(result['sections'], indent=1)}\n\n"
                     + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
                     + "\n\n" + prof.key_averages().table(sort_by="cpu_time_total", row_limit=40))
     return str(path)
@@ -667,7 +719,7 @@ def run_trl(spec: dict, chan: Channel) -> None:
     trainer.train()
     if chan.recv() != "finish":
         raise SystemExit(0)
-    chan.send({"event": "done", "summary": {"peak_rss_gb": peak_rss_gb()}})
+    chan.send({"event": "done", "summary": peak_memory()})
 
 
 def worker_main(spec: dict) -> None:

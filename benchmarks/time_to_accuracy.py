@@ -70,9 +70,9 @@ def trl_worker(spec: dict, out: Path) -> None:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from agents.evaluate import arithmetic_solve_rates
     from benchmarks.throughput import hf_model_dir
     from lsp_env import models
+    from lsp_env.evaluation import arithmetic_solve_rates
     from lsp_env.rewards import ArithmeticReward
     from lsp_env.tasks import ArithmeticTask, arithmetic
 

@@ -558,3 +558,21 @@ def test_micro_batches_keep_a_group_together_so_its_prompt_runs_once():
     assert [sorted({tuple(prompts[i]) for i in c}) for c in chunks] == [[(1, 2)], [(3, 4, 5)], [(6,)]]
     big = PGAgent(agent.policy, config=PGConfig(micro_batch_size=2)).micro_batches(batch, list(range(9)))
     assert all(len({tuple(prompts[i]) for i in c}) == 1 for c in big)  # a group larger than a micro-batch: split alone
+
+
+@pytest.mark.parametrize("micro_batch_size, prompt_tokens", [(4, 2 + 3 + 2), (2, 2 * (2 + 3 + 2))])
+def test_prompt_tokens_through_the_model_are_one_pass_per_distinct_prompt(micro_batch_size, prompt_tokens):
+    """Counted on the model's own forward calls (``benchmarks/throughput.py --profile``): groups that fit in a
+    micro-batch run their prompt once per pass; a group larger than one (3 rows, micro-batches of 2) runs it twice."""
+    from agents.rollout import Batch
+    from benchmarks.throughput import PromptTokens
+
+    prompts = [[1, 2]] * 3 + [[3, 4, 5]] * 3 + [[6, 7]] * 3
+    batch = Batch(prompts, [[9] * n for n in (1, 6, 3, 2, 5, 4, 7, 1, 1)], torch.ones(9, dtype=torch.long),
+                  torch.zeros(9), torch.tensor([0] * 3 + [1] * 3 + [2] * 3))
+    policy = Policy("tiny-random")
+    agent = PGAgent(policy, config=PGConfig(micro_batch_size=micro_batch_size))
+    passes = PromptTokens(policy, agent)
+    agent.sequence_logps(batch, list(range(9)))
+    assert passes.counts == {"through_model": prompt_tokens, "one_pass_per_distinct_prompt": 7,
+                             "one_pass_per_row": 21}

@@ -4,7 +4,7 @@ import json
 import re
 from types import SimpleNamespace
 
-from agents.evaluate import arithmetic_solve_rates, heldout_rates, instruction_following_rates
+from lsp_env.evaluation import arithmetic_solve_rates, heldout_rates, instruction_following_rates
 from lsp_env.tasks import InstructionsTask, arithmetic
 
 

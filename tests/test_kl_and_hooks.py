@@ -348,8 +348,8 @@ def test_pairwise_preference_still_measures_under_a_position_biased_judge(tiny_p
 
 
 def test_dialogue_win_rate_against_itself_is_a_half(tiny_pair):
-    from agents.evaluate import dialogue_win_rate
     from agents.policy import Policy
+    from lsp_env.evaluation import dialogue_win_rate
 
     policy = Policy("tiny-random")
     result = dialogue_win_rate(policy, policy, max_new_tokens=4, limit=6)
@@ -360,8 +360,8 @@ def test_dialogue_win_rate_against_itself_is_a_half(tiny_pair):
 
 def test_dialogue_win_rate_asks_in_the_solver_voice_of_training():
     """The held-out instructions reach both models as the env's solver turn (system prompt + user turn)."""
-    from agents.evaluate import dialogue_win_rate
     from agents.policy import Completion
+    from lsp_env.evaluation import dialogue_win_rate
     from lsp_env.tasks import DialogueTask, read_lines
 
     class Recording:

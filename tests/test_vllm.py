@@ -66,10 +66,31 @@ def make_policy(model_dir, **kwargs):
     return Policy(model_dir, backend="vllm", **kwargs)
 
 
+def test_kv_cache_is_sized_from_the_work_with_a_margin_and_one_full_sequence():
+    from transformers import LlamaConfig
+
+    from agents.backends.vllm import KV_CACHE_MARGIN, kv_cache_bytes
+
+    # SmolLM2-135M's shape: 30 layers, 3 KV heads of 64; bf16 -> 2 (K, V) x 30 x 3 x 64 x 2 bytes = 23040 a token
+    config = LlamaConfig(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         head_dim=64, max_position_embeddings=8192)
+    assert kv_cache_bytes(config, torch.bfloat16, 100_000) == 23040 * int(100_000 * KV_CACHE_MARGIN)
+    assert kv_cache_bytes(config, torch.float32, 100_000) == 2 * 23040 * int(100_000 * KV_CACHE_MARGIN)
+    assert kv_cache_bytes(config, torch.bfloat16, 10) == 23040 * 8192  # vLLM needs one sequence of the context
+    assert kv_cache_bytes(config, torch.bfloat16, 10, max_model_len=1024) == 23040 * 1024
+
+
 @pytest.fixture(scope="module")
-def policy(model_dir, one_torch_thread, small_kv_cache):
+def policy(model_dir, one_torch_thread):
+    """The engine's KV cache sized by the library from the work (16 sequences of 32 new tokens), not by vLLM."""
     vllm_or_skip()
-    policy = make_policy(model_dir)
+    policy = make_policy(model_dir, kv_cache_sequences=16, max_new_tokens=32)
+    from agents.backends.vllm import PROMPT_ALLOWANCE, kv_cache_bytes
+
+    assert policy.backend.kv_cache_memory_bytes == kv_cache_bytes(policy.model.config, policy.backend.dtype,
+                                                                   16 * (PROMPT_ALLOWANCE + 32))
+    config = policy.backend.llm.llm_engine.vllm_config.cache_config
+    assert config.kv_cache_memory_bytes == policy.backend.kv_cache_memory_bytes
     yield policy
     policy.backend.close()
     assert not torch.distributed.is_initialized()  # later tests start from a clean process

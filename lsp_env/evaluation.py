@@ -1,6 +1,8 @@
 """Held-out evaluation: arithmetic solve rates and IFEval's figures (greedy), dialogue win rate against the base model.
 
-Entry point with JSON out: ``python benchmarks/eval.py``. The problems and instructions here are never trained on:
+Any model with ``generate(chats, max_new_tokens=, do_sample=) -> [.text]`` (``agents.Policy``, or your own) is scored
+by the tasks' own held-out sets and checkers (``task.heldout``, ``task.score``). Entry point with JSON out:
+``python benchmarks/eval.py``. The problems and instructions here are never trained on:
 the arithmetic held-out set comes from a fixed seed and the data mode's generator excludes it; the dialogue list
 (``lsp_env/data/dialogue_eval.txt``) is disjoint from the training list.
 """
@@ -10,13 +12,11 @@ from __future__ import annotations
 import itertools
 import math
 
-from lsp_env.rewards import PairwiseJudge
-from lsp_env.tasks import ArithmeticTask, DialogueTask, InstructionsTask, arithmetic, read_lines
-
-from .policy import Policy
+from .rewards import PairwiseJudge
+from .tasks import ArithmeticTask, DialogueTask, InstructionsTask, arithmetic, read_lines
 
 
-def heldout_rates(policy: Policy, task, items: list[dict], max_new_tokens: int, batch_size: int = 64) -> dict:
+def heldout_rates(policy, task, items: list[dict], max_new_tokens: int, batch_size: int = 64) -> dict:
     """A task's held-out score of ``policy``: greedy answers to the items (in the solver messages of training),
     scored by ``task.score``. Items of one ``level`` share batches (the arithmetic figures were measured so)."""
     answers: list[str] = []
@@ -28,7 +28,7 @@ def heldout_rates(policy: Policy, task, items: list[dict], max_new_tokens: int, 
     return task.score(items, answers)
 
 
-def arithmetic_solve_rates(policy: Policy, n_per_level: int = 40, max_new_tokens: int = 32,
+def arithmetic_solve_rates(policy, n_per_level: int = 40, max_new_tokens: int = 32,
                            levels: tuple[str, ...] = tuple(arithmetic.LEVELS), batch_size: int = 64) -> dict:
     """Greedy solve rate per level, overall, and over the headline levels (1-digit sums, 2+1-digit sums, 1-digit
     products)."""
@@ -36,7 +36,7 @@ def arithmetic_solve_rates(policy: Policy, n_per_level: int = 40, max_new_tokens
     return heldout_rates(policy, task, task.heldout(n_per_level=n_per_level, levels=levels), max_new_tokens, batch_size)
 
 
-def instruction_following_rates(policy: Policy, split: str = "test", max_new_tokens: int = 64, limit: int | None = None,
+def instruction_following_rates(policy, split: str = "test", max_new_tokens: int = 64, limit: int | None = None,
                                 batch_size: int = 64) -> dict:
     """IFEval's four figures (``prompt_strict``, ``prompt_loose``, ``instruction_strict``, ``instruction_loose``),
     greedy, and the rate per instruction id, on a split (``dev`` for choosing recipes, ``test`` for reporting) of the
@@ -45,7 +45,7 @@ def instruction_following_rates(policy: Policy, split: str = "test", max_new_tok
     return {"split": split, **heldout_rates(policy, task, task.heldout(split)[:limit], max_new_tokens, batch_size)}
 
 
-def dialogue_win_rate(policy: Policy, base: Policy, judge=None, max_new_tokens: int = 128,
+def dialogue_win_rate(policy, base, judge=None, max_new_tokens: int = 128,
                       limit: int | None = None) -> dict:
     """AlpacaEval-style win rate of ``policy`` against ``base`` on the held-out instructions (greedy answers).
 

@@ -5,7 +5,7 @@ say. On dialogue (``--env LSP-v0``) the reward is the embedded 135M judge's, whi
 one only weakly; a dialogue reward worth training on needs a larger judge or a reward model (``model=`` /
 ``reward=``).
 
-    python -m agents.demo [--env LSP-Arith-v0] [--rounds 2] [--num-generations 2] [--train-iterations 3]
+    python examples/demo.py [--env LSP-Arith-v0] [--rounds 2] [--num-generations 2] [--train-iterations 3]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import lsp_env  # noqa: F401  (registers the env ids)
 
 def play_rounds(env_id: str, rounds: int, num_generations: int, max_new_tokens: int, seed: int,
                 console: Console) -> None:
-    from .policy import Policy
+    from agents.policy import Policy
 
     policy = Policy("embedded")
     env = gymnasium.make(env_id, model=policy.reference_pair(), num_generations=num_generations)
@@ -61,7 +61,7 @@ def main() -> None:
                   "judge, which barely tells good answers from poor ones: pass a larger judge or a reward model "
                   "(model= / reward=) for a dialogue reward that means something.[/dim]")
     if args.train_iterations:
-        from .train import main as train_main
+        from agents.train import main as train_main
 
         output_dir = time.strftime("runs/demo-%Y%m%d-%H%M%S")
         console.rule("[bold]a short self-play training run (lsp-train, GRPO, LSP-Arith-v0)")
