@@ -132,6 +132,8 @@ def summarise(name: str, raw: dict) -> dict:
         "tokens_per_second": median([s["tokens"] / s["seconds"] for s in timed]),
         "generation_tokens_per_second": median([s["tokens"] / s["generate_seconds"] for s in timed
                                                 if s.get("generate_seconds")]),
+        # model FLOPs utilisation (agents.perf): the same useful work counted on both sides, over this dtype's peak
+        "mfu": median([s["flops"] / (s["seconds"] * raw["peak_flops"]) for s in timed]),
     })
     if name.startswith("ours"):
         out["overhead_fraction"] = median([s["overhead_seconds"] / s["seconds"] for s in timed])
@@ -150,6 +152,7 @@ def headline(configs: dict, lora: bool) -> dict:
         if "peak_cuda_gb" in c:
             out[f"{name}_peak_cuda_gb"] = c["peak_cuda_gb"]
         out[f"{name}_tokens_per_second"] = c["tokens_per_second"]
+        out[f"{name}_mfu"] = c["mfu"]
     ratio = lambda a, b: a / b if a and b else None  # noqa: E731
     if "ours_fp32" in configs and "trl_fp32" in configs:
         out["speedup_vs_trl_fp32"] = ratio(configs["trl_fp32"]["seconds_per_iteration"],
@@ -218,13 +221,14 @@ def print_tables(result: dict) -> None:
                         f"{result['settings']['num_generations']} generations, "
                         f"<= {result['settings']['max_completion_length']} "
                         f"new tokens), median of {result['settings']['repeats']} after 1 warm-up")
-    for column in ("config", "setting", "s/iter", "all (s)", "tokens", "tok/s", "gen tok/s", "RSS GB", "overhead"):
+    for column in ("config", "setting", "s/iter", "all (s)", "tokens", "tok/s", "gen tok/s", "RSS GB", "MFU",
+                   "overhead"):
         table.add_column(column, justify="left" if column in ("config", "setting") else "right")
     for name, c in result["configs"].items():
         table.add_row(name, c["setting"], fmt(c["seconds_per_iteration"]),
                       " ".join(f"{s:.1f}" for s in c["seconds_all"]), fmt(c["tokens_per_iteration"], "{:.0f}"),
                       fmt(c["tokens_per_second"], "{:.1f}"), fmt(c["generation_tokens_per_second"], "{:.1f}"),
-                      fmt(c["peak_rss_gb"]), fmt(c.get("overhead_fraction"), "{:.1%}"))
+                      fmt(c["peak_rss_gb"]), fmt(c.get("mfu"), "{:.1%}"), fmt(c.get("overhead_fraction"), "{:.1%}"))
     console = Console(width=None if sys.stdout.isatty() else 130)  # a log file gets the whole table
     console.print(table)
     summary = Table(title="Figures and goals")
@@ -511,6 +515,7 @@ def run_ours(spec: dict, chan: Channel) -> None:
 
     from agents.backends import check_backend
     from agents.grpo import GRPOConfig
+    from agents.perf import peak_flops
     from agents.rollout import play_iteration
     from agents.train import TrainConfig, build
 
@@ -558,15 +563,18 @@ def run_ours(spec: dict, chan: Channel) -> None:
     chan.send({"event": "ready", "info": {"system": "ours", "backend": cfg.backend, "setting": setting,
                                           "backend_note": note, "load_seconds": time.perf_counter() - start,
                                           "threads": torch.get_num_threads(),
+                                          "peak_flops": peak_flops(torch.bfloat16 if spec["bf16"] else torch.float32),
                                           "kv_cache_gib": kv_cache_gib(policy.backend)}})
 
     def iteration(step: int) -> dict:
         sections.reset()
+        policy.flops.reset()
         start = time.perf_counter()
         batch = play_iteration(envs, agent, seed=cfg.seed * 1_000_003 + step * envs.num_envs)
         metrics = agent.update(batch)
         seconds = time.perf_counter() - start
         return {"event": "step", "seconds": seconds, "tokens": batch.metrics["tokens/generated"],
+                "flops": sum(policy.flops.reset().values()),
                 "generate_seconds": sections.totals["generate"], "overhead_seconds": seconds - sections.compute,
                 "sections": {**sections.totals, **{k: v for k, v in metrics.items() if k.startswith("time/")}},
                 "reward": metrics.get("reward/solver")}
@@ -639,7 +647,9 @@ def run_trl(spec: dict, chan: Channel) -> None:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from agents.perf import FlopCounter, peak_flops
     from lsp_env import models
+    from lsp_env.prompts import render_chat
     from lsp_env.rewards import ArithmeticReward
     from lsp_env.tasks import ArithmeticTask
 
@@ -650,8 +660,15 @@ def run_trl(spec: dict, chan: Channel) -> None:
     score = ArithmeticReward()
     tokens: list[int] = []
 
+    tokenizer = models.load_tokenizer(spec["model"])
+    counter: list[FlopCounter] = []  # the trainer's model's, once it exists
+
     def arithmetic_reward(prompts, completions, completion_ids, problem, **kwargs):
         tokens.append(sum(len(ids) for ids in completion_ids))
+        # the same useful work as ours counts (agents.perf): generation, the reference pass, forward + backward
+        prompt_ids = [render_chat(tokenizer, p) for p in prompts]
+        for phase in ("generate", "train") + (("logps",) if spec["beta"] else ()):
+            counter[0].sequences(phase, prompt_ids, completion_ids)
         return score(problem, [c[0]["content"] for c in completions])
 
     generate_seconds = [0.0]
@@ -665,12 +682,13 @@ def run_trl(spec: dict, chan: Channel) -> None:
                        + (" LoRA" if spec["lora"] else "") + f" β={args.beta}")
             chan.send({"event": "ready", "info": {"system": "trl", "backend": "hf", "setting": setting,
                                                   "load_seconds": time.perf_counter() - start,
-                                                  "threads": torch.get_num_threads()}})
+                                                  "threads": torch.get_num_threads(),
+                                                  "peak_flops": peak_flops(torch.float32)}})
             self.wait()
 
         def on_step_end(self, args, state, control, **kwargs):
             chan.send({"event": "step", "seconds": time.perf_counter() - clock["start"], "tokens": sum(tokens),
-                       "generate_seconds": generate_seconds[0]})
+                       "generate_seconds": generate_seconds[0], "flops": sum(counter[0].reset().values())})
             if state.global_step < args.max_steps:
                 self.wait()
 
@@ -679,6 +697,7 @@ def run_trl(spec: dict, chan: Channel) -> None:
             if chan.recv() != "step":
                 raise SystemExit(0)
             tokens.clear()
+            counter[0].reset()
             generate_seconds[0] = 0.0
             clock["start"] = time.perf_counter()
 
@@ -704,8 +723,8 @@ def run_trl(spec: dict, chan: Channel) -> None:
     )
     model_dir = hf_model_dir(spec["model"])
     trainer = GRPOTrainer(model=model_dir, reward_funcs=arithmetic_reward, args=args, train_dataset=dataset,
-                          processing_class=models.load_tokenizer(spec["model"]),
-                          peft_config=peft_config, callbacks=[Lockstep()])
+                          processing_class=tokenizer, peft_config=peft_config, callbacks=[Lockstep()])
+    counter.append(FlopCounter.for_model(trainer.model))
     generate = trainer.model.generate
 
     def timed_generate(*a, **k):

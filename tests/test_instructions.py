@@ -397,7 +397,11 @@ def test_challenger_examples_follow_the_seed():
     assert (chat == task.challenger_messages(np.random.default_rng(0))
             != task.challenger_messages(np.random.default_rng(1)))
     examples = [m["content"] for m in chat if m["role"] == "assistant"]
-    assert len(examples) == 3 and all(task.parse_query(e) == e for e in examples)
+    assert len(examples) == 6 and all(task.parse_query(e) == e for e in examples)
+    few = InstructionsTask(challenger_examples=2).challenger_messages(np.random.default_rng(0))
+    assert [m["role"] for m in few] == ["system", "user", "assistant", "user", "assistant", "user"]
+    with pytest.raises(ValueError, match="challenger_examples=-1"):
+        InstructionsTask(challenger_examples=-1)
 
 
 # ---- scoring ---------------------------------------------------------------------------------------------------------

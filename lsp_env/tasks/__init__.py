@@ -133,8 +133,10 @@ class InstructionsTask:
     by :func:`instructions.recognise` (ids, phrasings and rules in :mod:`lsp_env.tasks.instructions`). The request
     is invalid when no instruction is recognised, when one's arguments are unusable, when two contradict, or when
     no answer of at most ``max_answer_tokens × WORDS_PER_TOKEN`` words can follow them all (default 64 tokens, 48
-    words: set it to the generation budget of the solver). The challenger's chat holds three earlier turns in which
-    it answered with an example request written by the templates, drawn from the env's ``np_random``.
+    words: set it to the generation budget of the solver). The challenger's chat holds ``challenger_examples``
+    earlier turns (default 6) in which it answered with an example request written by the templates, drawn from the
+    env's ``np_random``: with 6 rather than 3 the embedded model's requests are valid 20 % of the time instead of
+    14 % at temperature 1, 45 % instead of 31 % at 0.7 (64 requests each).
     ``answer_info`` reports, for the env's ``info``, each instruction's id, arguments and whether the answer passed.
     The held-out evaluation is :meth:`heldout` (IFEval-style items, ``dev`` and ``test`` splits) scored by
     :meth:`score` (IFEval's four accuracies and the rate per instruction id).
@@ -144,15 +146,18 @@ class InstructionsTask:
     default_reward = "instructions"
     heldout_splits = ("dev", "test")
 
-    def __init__(self, max_answer_tokens: int = instructions.DEFAULT_MAX_ANSWER_TOKENS):
+    def __init__(self, max_answer_tokens: int = instructions.DEFAULT_MAX_ANSWER_TOKENS, challenger_examples: int = 6):
         if int(max_answer_tokens) < 1:
             raise ValueError(f"max_answer_tokens={max_answer_tokens}: the solver needs at least one token")
+        if int(challenger_examples) < 0:
+            raise ValueError(f"challenger_examples={challenger_examples}: want 0 or more example requests")
         self.max_answer_tokens = int(max_answer_tokens)
+        self.challenger_examples = int(challenger_examples)
         self.max_answer_words = int(self.max_answer_tokens * instructions.WORDS_PER_TOKEN)
 
     def challenger_messages(self, rng: np.random.Generator) -> list[dict]:
         chat = [{"role": "system", "content": IF_CHALLENGER_SYSTEM}]
-        for _ in range(3):
+        for _ in range(self.challenger_examples):
             example = instruction_data.generate_request(rng, max_words=self.max_answer_words)["prompt"]
             chat += [{"role": "user", "content": IF_CHALLENGER_USER}, {"role": "assistant", "content": example}]
         return chat + [{"role": "user", "content": IF_CHALLENGER_USER}]
