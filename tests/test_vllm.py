@@ -76,8 +76,9 @@ def test_kv_cache_is_sized_from_the_work_with_a_margin_and_one_full_sequence():
                          head_dim=64, max_position_embeddings=8192)
     assert kv_cache_bytes(config, torch.bfloat16, 100_000) == 23040 * int(100_000 * KV_CACHE_MARGIN)
     assert kv_cache_bytes(config, torch.float32, 100_000) == 2 * 23040 * int(100_000 * KV_CACHE_MARGIN)
-    assert kv_cache_bytes(config, torch.bfloat16, 10) == 23040 * 8192  # vLLM needs one sequence of the context
-    assert kv_cache_bytes(config, torch.bfloat16, 10, max_model_len=1024) == 23040 * 1024
+    # vLLM needs one sequence of the context, and keeps a block back
+    assert kv_cache_bytes(config, torch.bfloat16, 10) == 23040 * int(8192 * KV_CACHE_MARGIN)
+    assert kv_cache_bytes(config, torch.bfloat16, 10, max_model_len=1024) == 23040 * int(1024 * KV_CACHE_MARGIN)
 
 
 @pytest.fixture(scope="module")

@@ -167,12 +167,13 @@ class VLLMBackend:
 
 
 def kv_cache_bytes(config, dtype: torch.dtype, tokens: int, max_model_len: int | None = None) -> int:
-    """The KV cache for ``tokens`` tokens × :data:`KV_CACHE_MARGIN`, and at least one sequence of ``max_model_len``
-    (default: the model's context) as vLLM requires: K and V × layers × KV heads × head size × dtype bytes a token."""
+    """The KV cache for ``tokens`` tokens, at least one sequence of ``max_model_len`` (default: the model's context)
+    as vLLM requires, × :data:`KV_CACHE_MARGIN` (vLLM keeps a block back): K and V × layers × KV heads × head size ×
+    dtype bytes a token."""
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * torch.finfo(dtype).bits // 8
-    return per_token * max(math.ceil(tokens * KV_CACHE_MARGIN), max_model_len or config.max_position_embeddings)
+    return per_token * math.ceil(max(tokens, max_model_len or config.max_position_embeddings) * KV_CACHE_MARGIN)
 
 
 def _check_cpu_head_size(config) -> None:
