@@ -365,11 +365,40 @@ class Channel:
         return sys.stdin.readline().strip()
 
 
+class ChildMemory:
+    """The largest total resident memory of this process's children (an out-of-process engine's), sampled every
+    ``interval`` seconds by a daemon thread. ``RUSAGE_CHILDREN``'s peak is not used: a child forked from this process
+    (vLLM runs ``lscpu`` so) maps all of its pages until it execs, and Linux records that as the child's peak, which
+    would count this process twice."""
+
+    def __init__(self, interval: float = 0.2):
+        import threading
+
+        self.peak = 0
+        threading.Thread(target=self._sample, args=(interval,), daemon=True).start()
+
+    def _sample(self, interval: float) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while True:
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:  # it ended meanwhile
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(interval)
+
+
+CHILDREN: ChildMemory | None = None  # started by the worker
+
+
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process (and of the largest child, e.g. an out-of-process engine), in GB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + child) * 1024 / 1e9
+    """Peak resident memory of this process plus its children's sampled peak (:class:`ChildMemory`), in GB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return (own + (CHILDREN.peak if CHILDREN else 0)) / 1e9
 
 
 def peak_memory() -> dict:
@@ -742,6 +771,8 @@ def run_trl(spec: dict, chan: Channel) -> None:
 
 
 def worker_main(spec: dict) -> None:
+    global CHILDREN
+    CHILDREN = ChildMemory()
     chan = Channel()
     try:
         import random
