@@ -367,11 +367,12 @@ class Channel:
 
 class ChildMemory:
     """The largest total resident memory of this process's children (an out-of-process engine's), sampled every
-    ``interval`` seconds by a daemon thread. ``RUSAGE_CHILDREN``'s peak is not used: a child forked from this process
+    ``interval`` seconds by a daemon thread (once a second: such an engine lives for the whole run, and each sample
+    walks /proc inside the timed iterations). ``RUSAGE_CHILDREN``'s peak is not used: a child forked from this process
     (vLLM runs ``lscpu`` so) maps all of its pages until it execs, and Linux records that as the child's peak, which
     would count this process twice."""
 
-    def __init__(self, interval: float = 0.2):
+    def __init__(self, interval: float = 1.0):
         import threading
 
         self.peak = 0
@@ -694,7 +695,8 @@ def run_trl(spec: dict, chan: Channel) -> None:
 
     def arithmetic_reward(prompts, completions, completion_ids, problem, **kwargs):
         tokens.append(sum(len(ids) for ids in completion_ids))
-        # the same useful work as ours counts (agents.perf): generation, the reference pass, forward + backward
+        # counted as ours is (agents.perf): generation, the reference pass, forward + backward; TRL trains every
+        # row, so its rows with zero advantage count too; ours skips them uncounted, so TRL's MFU if anything reads high
         prompt_ids = [render_chat(tokenizer, p) for p in prompts]
         for phase in ("generate", "train") + (("logps",) if spec["beta"] else ()):
             counter[0].sequences(phase, prompt_ids, completion_ids)

@@ -166,13 +166,17 @@ class VLLMBackend:
         return [cut_at_stop(list(out.outputs[0].token_ids), self.stop_ids) for out in outputs]
 
 
+def head_size(config) -> int:
+    """Attention head size: the config's ``head_dim`` where it sets one, else hidden size / heads."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def kv_cache_bytes(config, dtype: torch.dtype, tokens: int, max_model_len: int | None = None) -> int:
     """The KV cache for ``tokens`` tokens, at least one sequence of ``max_model_len`` (default: the model's context)
     as vLLM requires, × :data:`KV_CACHE_MARGIN` (vLLM keeps a block back): K and V × layers × KV heads × head size ×
     dtype bytes a token."""
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * torch.finfo(dtype).bits // 8
+    per_token = 2 * config.num_hidden_layers * kv_heads * head_size(config) * torch.finfo(dtype).bits // 8
     return per_token * math.ceil(max(tokens, max_model_len or config.max_position_embeddings) * KV_CACHE_MARGIN)
 
 
@@ -180,7 +184,7 @@ def _check_cpu_head_size(config) -> None:
     """vLLM's CPU attention kernels exist for some head sizes only; say so at start-up, not at the first step."""
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    head_dim = head_size(config)
     supported = CPUAttentionBackend.get_supported_head_sizes()
     if head_dim not in supported:
         raise ValueError(
