@@ -1,9 +1,7 @@
-"""The agent protocol and what every LLM agent shares: acting, KL, advantages, loss weights, the optimizer step.
+"""The agent protocol and the learner every LLM agent shares: acting, KL, advantages, loss weights, the update.
 
-An agent is anything with the :class:`Agent` protocol (``policy``, ``act(chats) -> list[Completion]``,
-``update(batch) -> dict``, ``save_state`` / ``load_state``): :func:`agents.train.train` runs any such object
-unchanged. Subclass :class:`LLMAgent` to get the shared parts and write only your per-token objective
-(:meth:`LLMAgent.policy_loss`), or a whole ``update`` of your own.
+:func:`agents.train.train` runs any object with the :class:`Agent` protocol. Subclass :class:`LLMAgent` and write only
+your per-token objective (:meth:`LLMAgent.policy_loss`), or a whole ``update`` of your own.
 """
 
 from __future__ import annotations
@@ -27,8 +25,8 @@ LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "sequence")
 
 
 class Agent(Protocol):
-    """What :func:`agents.train.train` uses of an agent: the policy it trains (evaluated on held-out tasks, its
-    FLOPs counted), acting, one update per batch, and its state for checkpoints."""
+    """What :func:`agents.train.train` uses of an agent: its policy (evaluated, FLOPs counted), acting, one update per
+    batch, and its state for checkpoints."""
 
     policy: Policy
 
@@ -56,13 +54,9 @@ class AgentConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
     loss_type: str = field(default="grpo", metadata={"help": (
-        "Token aggregation, per role: grpo (mean per sequence, then over sequences), bnpo (sum / the role's tokens "
-        "on this process in the iteration, then mean over processes), dr_grpo (sum / (sequences x "
-        "max_completion_length)), dapo (sum / the role's tokens of the global batch), sequence (the paper: sum "
-        "over each sequence's tokens, i.e. its log-probability, then mean over sequences). TRL's meanings, except "
-        "bnpo: TRL divides each backpropagated batch by its own tokens, so its bnpo changes with the batch size; "
-        "here it is exact whatever micro_batch_size, and equal to TRL's when one micro-batch holds the process's "
-        "whole batch.")})
+        "Token aggregation per role, TRL's meanings (aggregation_weights gives each): grpo, bnpo, dr_grpo, dapo, "
+        "and sequence (the paper: the sequence's log-probability, mean over sequences). bnpo divides by the role's "
+        "tokens on this process in the iteration, so unlike TRL's it does not change with micro_batch_size.")})
     scale_rewards: str = field(default="group", metadata={"help": (
         "Divide advantages by the std of the group, the batch, or none (Dr. GRPO).")})
     advantage: str = field(default="group", metadata={"help": (
@@ -242,15 +236,9 @@ class LLMAgent:
         return chunks
 
     def optimizer_step(self) -> float:
-        """Sum the gradients over ranks, clip their global norm, step; raises on a non-finite norm (on every rank
-        alike).
-
-        An explicit all-reduce(SUM) after the last backward rather than DDP (``accelerator.prepare``): the model stays
-        unwrapped for ``generate``, peft's adapter switching and the backends' weight sync; ranks may run different
-        numbers of micro-batches (zero-advantage rows are skipped), which DDP's per-backward hooks would not allow;
-        and DDP averages where the global loss needs the sum. After the sum every rank holds the same gradient, so the
-        clip and the finiteness check see the global one and agree.
-        """
+        """Sum the gradients over ranks, clip their global norm, step; raises on a non-finite norm (every rank alike:
+        each holds the summed gradient). A sum, not DDP's average (the loss weights are already global), and after
+        the last backward: ranks may run different numbers of micro-batches, and the model stays unwrapped."""
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         distributed.all_reduce_gradients(params)
         limit = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")

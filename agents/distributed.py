@@ -1,14 +1,10 @@
 """Multi-process helpers (accelerate / torch.distributed): rank, world size, gathers and the gradient all-reduce.
 
-Every helper is a no-op returning its input when no process group is up (a plain ``python -m agents.train``), so the
-single-process numbers are exactly what they are without them. With a group up (``accelerate launch``, which
-:func:`setup` turns into a process group through accelerate's :class:`~accelerate.PartialState`), every rank must
-call each helper in the same order: they are collectives.
-
-The collectives call ``torch.distributed`` on the group itself (what accelerate's ``gather_object`` calls
-underneath): accelerate's helpers trust its own state object, which can say "one process" while a group is up (a
-``PartialState()`` built without ``cpu=True`` under a CPU launch does exactly that), and then silently gather
-nothing. The group is the one source of truth here.
+Each is a no-op returning its input when no process group is up. Under ``accelerate launch`` (:func:`setup` starts
+the group through accelerate's ``PartialState``) they are collectives: every rank calls them in the same order. They
+call ``torch.distributed`` on the group itself, which is the one source of truth: accelerate's own helpers trust its
+state object, which can say "one process" while a group is up (``PartialState()`` without ``cpu=True`` under a CPU
+launch), and then silently gather nothing.
 """
 
 from __future__ import annotations
@@ -27,10 +23,7 @@ class ProcessGroupError(RuntimeError):
 
 def setup(timeout_seconds: float = 1800):
     """Start the process group when launched by ``accelerate launch`` (gloo on CPU, nccl on GPUs); returns the state.
-
-    ``timeout_seconds`` bounds how long a collective waits for a rank that stopped answering (transformers'
-    ``ddp_timeout``); a rank that dies outright is usually noticed at once (its connections close).
-    """
+    ``timeout_seconds``: how long a collective waits for a rank that stopped answering (transformers' ddp_timeout)."""
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
@@ -93,9 +86,7 @@ def gather_objects(obj) -> list:
 
 def gather_rows(*columns: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], slice]:
     """Concatenate 1-D per-row tensors of every rank (any row counts) in rank order, and this rank's slice of them.
-
-    Values travel as Python numbers, so float32 / int64 entries come back bit for bit.
-    """
+    Values travel as Python numbers, so float32 / int64 entries come back bit for bit."""
     if world_size() == 1:
         return columns, slice(0, len(columns[0]))
     per_rank = gather_objects([column.tolist() for column in columns])

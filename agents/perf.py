@@ -1,15 +1,11 @@
 """Model FLOPs utilisation: the useful work of an iteration against the machine's measured matmul peak.
 
-Useful FLOPs are counted from the model's shape, as nanoGPT's ``estimate_mfu`` and PaLM's appendix B do: a token
-through the forward pass costs ``2 N + 4 L d T`` (N parameters, each a multiply-add; L layers of attention of width d
-over a context of T tokens), and through forward and backward three times that. Only the work the method needs is
-counted: each distinct prompt once per pass (the policy and the HF backend share it within a group), every
-completion token, and for generation one forward per generated token; recomputation, padding and the zero-gradient
-rows that are skipped are not counted, so a faster implementation of the same method shows as a higher MFU.
-
-The peak is measured once per device, dtype and thread count by a square-matmul probe and cached in the model cache
-directory (``peak_flops.json``), so MFU compares against what this machine's matmul actually reaches, not a
-datasheet.
+Useful FLOPs come from the model's shape (nanoGPT's ``estimate_mfu``, PaLM's appendix B): ``2 N + 4 L d T`` per token
+through the forward pass (N parameters, L layers of width d attending to T tokens), three times that with backward.
+Only the method's work counts: each distinct prompt once per pass, every completion token, a forward per generated
+token; recomputation, padding and skipped zero-gradient rows do not, so a faster implementation shows a higher MFU.
+The peak is a square-matmul probe, measured once per device, dtype and thread count and cached (``peak_flops.json``
+in the model cache directory): MFU compares against what this machine's matmul reaches, not a datasheet.
 """
 
 from __future__ import annotations

@@ -42,9 +42,8 @@ class Policy:
             (:func:`lsp_env.models.bf16_supported`).
         backend: generation backend name (``"hf"`` or ``"vllm"``); ``backend_kwargs`` go to it (vLLM's KV-cache
             budget: :class:`agents.backends.vllm.VLLMBackend`).
-        device: where the model lives; default the current CUDA device when there is one (under ``accelerate
-            launch`` each rank's own GPU), else the CPU. The loss's per-token arithmetic runs on the CPU (a few
-            thousand floats per micro-batch, nothing next to the forward pass), so agents stay device-agnostic.
+        device: where the model lives; default the current CUDA device (under ``accelerate launch``, each rank's
+            own), else the CPU. Log-probs come back on the CPU, where the loss's per-token arithmetic runs.
     """
 
     def __init__(self, model: str = "embedded", lora: bool = False, lora_r: int = 16, lora_alpha: int = 32,
@@ -109,20 +108,14 @@ class Policy:
 
     def completion_logps(self, prompts: list[list[int]], completions: list[list[int]], reference: bool = False,
                          temperature: float = 1.0):
-        """Per-token log-probs of the completions: ``(logps, mask)``, both ``(B, max completion length)``.
+        """Per-token log-probs of the completions under ``softmax(logits / temperature)``: ``(logps, mask)``, both
+        ``(B, max completion length)``. Pass the sampling temperature, so that the policy's, old policy's and
+        reference's (``reference=True``, under ``inference_mode``) log-probs are those of the distribution the
+        completions were drawn from (TRL's convention; top-p / top-k truncation left out, as in TRL).
 
-        They are those of ``softmax(logits / temperature)``, the distribution the backends sample from at that
-        temperature (TRL's convention): pass the sampling temperature, so that the policy's, the old policy's and the
-        reference's log-probs all belong to the distribution the completions were drawn from. With ``reference`` it is
-        the reference model at the sampling temperature, so KL(π || π_ref) compares the two sampled distributions.
-        (``top_p`` / ``top_k`` truncation is left out, as in TRL.)
-
-        Rows that share a prompt (a GRPO group; the dialogue challenger's N queries, one fixed prompt) run that prompt
-        through the model once: its keys and values are gathered to every row of the group, and the completions run
-        on top of them. The gather is differentiable (the group's gradients sum into the one prompt pass), so
-        log-probs and gradients equal separate passes up to float summation order, for ~(G - 1)/G less prompt work.
-        Only completion positions reach the LM head. Gradients flow unless ``reference`` (then under
-        ``torch.inference_mode``).
+        Rows that share a prompt (a GRPO group) run it through the model once; its keys and values are gathered to
+        every row (differentiably: the group's gradients sum into the one prompt pass), so log-probs and gradients
+        equal separate passes up to float summation order. Only completion positions reach the LM head.
         """
         rows, width = len(prompts), max(len(c) for c in completions)
         targets = torch.full((rows, width), self.tokenizer.pad_token_id, dtype=torch.long)

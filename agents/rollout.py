@@ -1,14 +1,12 @@
 """Play one iteration of the game on a vector env: N challenger queries, then N × G solver answers -> a Batch.
 
-Generation is batched over the whole iteration: one call for the N queries, one for the N × G answers.
-Multi-process: each rank plays its share of the N rounds (its own vector env, reset with the seeds one process
-gives those rounds); the batch holds this rank's rows, its metrics describe the global batch (gathered).
+One generation call for the N queries, one for the N × G answers. Under several processes each rank plays its share
+of the rounds; the batch holds this rank's rows, its metrics describe the global batch.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,19 +16,15 @@ from lsp_env.env import RoundResult
 from lsp_env.monitor import hacking_counts, hacking_metrics
 from lsp_env.prompts import Role
 from lsp_env.rewards import LLMJudge
-from lsp_env.tasks import InstructionsTask
+from lsp_env.tasks import InstructionsTask, instructions
 
 from . import distributed
 
 
 @dataclass
 class Batch:
-    """One iteration's samples, both roles: what an agent's ``update`` consumes.
-
-    ``groups[b]`` is the index (0..N−1) of the round the sample belongs to: a solver sample's query, or the
-    challenger's own query. ``rewards`` are the env's (``info["rewards"]``); KL shaping, when placed in the
-    reward, is applied by the agent before advantages (see :meth:`agents.base.LLMAgent.prepare`).
-    """
+    """One iteration's samples, both roles: what an agent's ``update`` consumes. ``groups[b]`` is the round (0..N−1)
+    of the sample's query; ``rewards`` are the env's (KL shaping in the reward is the agent's, before advantages)."""
 
     prompt_ids: list[list[int]]
     completion_ids: list[list[int]]
@@ -79,9 +73,8 @@ def play_iteration(envs, agent, seed: int | None = None) -> Batch:
     if len(rows):
         rounds.update({i: info["round"][i] for i in rows})
     # instruction following: what the valid queries asked for, the challenger's mix (every rank, even with none)
-    asked = None
-    if isinstance(envs.task, InstructionsTask):
-        asked = [[inst["id"] for inst in info["instructions"][i]] for i in rows] if len(rows) else []
+    is_if = isinstance(envs.task, InstructionsTask)
+    asked = [[inst["id"] for inst in info["instructions"][i]] for i in rows] if is_if else None
     timings["score"] = time.perf_counter() - t
     # (completion, role, round, reward): the challenger rows first, then the solver rows, round by round
     samples = [(c, Role.CHALLENGER, i, rounds[i].payoff) for i, c in enumerate(queries or [])]
@@ -108,13 +101,8 @@ def play_iteration(envs, agent, seed: int | None = None) -> Batch:
     batch.metrics = _round_metrics(batch, invalid, num_envs, group_values, timings, time.perf_counter() - start)
     if hacking is not None:
         batch.metrics.update(hacking_metrics(distributed.sum_across(hacking)))
-    if asked is not None:  # instruction following: the share of the valid queries asking for each instruction id
-        per_rank = distributed.gather_objects((len(asked), sum(map(len, asked)),
-                                               Counter(name for ids in asked for name in set(ids))))
-        n_queries = max(sum(m[0] for m in per_rank), 1)
-        batch.metrics["instructions/per_query"] = sum(m[1] for m in per_rank) / n_queries
-        asking = sum((m[2] for m in per_rank), Counter())
-        batch.metrics.update({f"instructions/{name}": n / n_queries for name, n in sorted(asking.items())})
+    if asked is not None:
+        batch.metrics.update(instructions.request_mix(sum(distributed.gather_objects(asked), [])))
     return batch
 
 

@@ -8,9 +8,8 @@
     ppo = PPO(LLMActorCriticPolicy, env, policy_kwargs={"model": "tiny-random"}, n_steps=64, batch_size=16)
     ppo.learn(512)
 
-The optional extra ``lsp-gym[sb3]`` installs stable-baselines3; ``import agents`` never imports it, this module does.
-SB3 sees one token per step, so every step is a full forward pass over the observation window (no KV cache):
-use it to plug LSP into SB3 tooling, and ``lsp-train`` (batched generation, one update per iteration) for speed.
+Needs the extra ``lsp-gym[sb3]``. SB3 sees one token per step, a full forward pass over the window (no KV cache):
+use it to plug LSP into SB3 tooling, and ``lsp-train`` for speed.
 """
 
 from __future__ import annotations
@@ -70,11 +69,9 @@ class LLMActorCriticPolicy(ActorCriticPolicy):
     """An SB3 actor-critic whose actor is a causal LM (its own ``lm_head`` gives the action logits) and whose
     critic is a ``Linear(hidden, 1)`` value head on the LM's last hidden state at the last position.
 
-    SB3's default ``mlp_extractor`` and ``Linear(latent, vocab)`` action net are never built: ``_build`` makes only
-    the value head, and ``forward`` / ``evaluate_actions`` / ``get_distribution`` / ``predict_values`` run the LM
-    once per batch for both heads (the value loss trains the shared trunk too, as in PPO with shared features).
-    The observation is :class:`TokenLevelRoleEnv`'s left-padded window of token ids; padding is masked and
-    positions start at each row's first real token, so a padded window gives the unpadded sequence's logits.
+    SB3's ``mlp_extractor`` and action net are never built: one LM pass serves both heads (the value loss trains
+    the shared trunk too). The observation is :class:`TokenLevelRoleEnv`'s left-padded window of token ids, its
+    padding masked and positions starting at the first real token, as for the unpadded sequence.
 
     Args (``PPO(..., policy_kwargs={...})``):
         model: a model name for :func:`lsp_env.models.load_model` (a fresh trainable copy; a name keeps

@@ -1,15 +1,8 @@
-"""Experiment trackers for ``lsp-train --report-to`` (TRL's name and values): TensorBoard and Weights & Biases.
-
-Every numeric field of a ``metrics.jsonl`` line goes to each chosen tracker at that line's ``step``, and the run's
-resolved config goes with the first report. Rank 0 alone reports (the trainer builds trackers there only).
-
-- ``tensorboard``: event files under ``<output_dir>/tensorboard/`` (``tensorboard --logdir <output_dir>``).
-- ``wandb``: a W&B run whose files go under ``<output_dir>/wandb/``. ``WANDB_MODE`` is honoured; when it is unset
-  and no W&B API key is configured the run is offline (no network is needed; ``wandb sync`` uploads it later). The
-  run id is kept in ``<output_dir>/wandb-run-id`` so ``--resume`` continues the same W&B run.
-
-Both are optional extras (``pip install 'lsp-gym[tensorboard]'`` / ``'lsp-gym[wandb]'``); a missing one fails in
-:func:`check_report_to`, before any model loads.
+"""Experiment trackers for ``lsp-train --report-to`` (TRL's name and values): ``tensorboard`` (event files under
+``<output_dir>/tensorboard/``) and ``wandb`` (files under ``<output_dir>/wandb/``; offline unless ``WANDB_MODE`` or a
+W&B login says otherwise; the run id kept in ``<output_dir>/wandb-run-id`` so ``--resume`` continues the same run).
+Rank 0 reports every numeric field of each ``metrics.jsonl`` line at its ``step``, and the resolved config once.
+Both are optional extras; a missing one fails in :func:`check_report_to`, before any model loads.
 """
 
 from __future__ import annotations
@@ -21,8 +14,7 @@ import os
 import secrets
 from pathlib import Path
 
-REPORT_TO = ("none", "tensorboard", "wandb")
-_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+REPORT_TO = ("none", "tensorboard", "wandb")  # the package of each tracker has its name
 
 
 def parse_report_to(value: str | list[str] | None) -> list[str]:
@@ -39,7 +31,7 @@ def check_report_to(value) -> list[str]:
     """The trackers to use; raises ImportError naming the extra to install when one is missing."""
     names = parse_report_to(value)
     for name in names:
-        if importlib.util.find_spec(_MODULES[name]) is None:
+        if importlib.util.find_spec(name) is None:
             raise ImportError(f"--report-to {name} needs the {name!r} package: pip install 'lsp-gym[{name}]'")
     return names
 

@@ -1,23 +1,11 @@
 """``lsp-train``: train one shared policy by self-play on an LSP env (also ``python -m agents.train``).
 
-Example: ``lsp-train --env LSP-Arith-v0 --agent grpo --iterations 50 --num-queries 4 --num-generations 4
---output-dir runs/a``
-
-Writes into ``--output-dir``: ``config.json`` (the resolved settings, ``--recipe`` applied, at the start),
-``metrics.jsonl`` (one JSON object per iteration), ``checkpoint-<step>/`` every ``--save-every`` iterations and at
-the end (model or LoRA adapters, optimizer, RNG states, step; written to a temp dir then renamed, with a ``latest``
-pointer file replaced atomically), and ``metrics.png``. ``--resume`` continues from ``latest``: the continued run's
-metrics equal an uninterrupted run's (same seed, CPU).
-``--recipe paper|tuned`` sets named defaults (``agents/recipes.py``: the paper's algorithm, or the arithmetic
-head-to-head's tuned one); flags given explicitly win over it.
-Agent knobs (``--epsilon``, ``--loss-type``, ``--learning-rate``, ...) follow the agent's config dataclass:
-``lsp-train --agent grpo --help-agent`` lists them.
-
-Several processes: ``accelerate launch --multi_gpu --num_processes <n> -m agents.train ...`` (on CPU with
-``ACCELERATE_USE_CPU=true``; several machines with accelerate's ``--num_machines`` / ``--machine_rank`` /
-``--main_process_ip``). Each rank plays its share of the N rounds, rows are gathered before advantages and loss
-weights, and gradients are summed before the clip, so the update equals one process's on the same global batch; each
-rank samples with ``--seed`` + rank, and rank 0 alone writes files and evaluates (the README's "Several processes").
+Example: ``lsp-train --env LSP-Arith-v0 --agent grpo --iterations 50 --output-dir runs/a``. Agent knobs follow the
+agent's config dataclass (``lsp-train --agent grpo --help-agent``); ``--recipe`` and ``--config`` set defaults that
+explicit flags override. ``--output-dir`` receives ``config.json`` (the resolved settings), ``metrics.jsonl`` (a line
+per iteration), ``checkpoint-<step>/`` (atomic: temp dir + rename, a ``latest`` pointer) and ``metrics.png``;
+``--resume`` continues from ``latest`` exactly as an uninterrupted run. Under ``accelerate launch`` each rank plays
+its share of the rounds and the update equals one process's on the global batch (the README's "Several processes").
 """
 
 from __future__ import annotations
@@ -37,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed
+from . import distributed, perf
 from .recipes import describe as describe_recipes
 from .recipes import recipe_defaults
 
@@ -50,9 +38,7 @@ class TrainConfig:
         "A YAML or JSON file of settings (these flags' and the agent's field names, and recipe); the command line "
         "overrides it. A run's own config.json works too: it repeats the run.")})
     recipe: str | None = field(default=None, metadata={"help": (
-        "A named set of defaults over these flags and the agent's (explicit flags win; applied by the command line; "
-        "the resolved values go to <output-dir>/config.json). Default: none, the plain defaults. "
-        + describe_recipes() + ".")})
+        "Named defaults over these flags and the agent's (explicit flags win): " + describe_recipes() + ".")})
     env: str = field(default="LSP-Zero-v0", metadata={"help": (
         "Registered env id: LSP-v0, LSP-Zero-v0, LSP-Arith-v0, LSP-IF-v0 and the data modes LSP-Data-v0, "
         "LSP-Arith-Data-v0, LSP-IF-Data-v0.")})
@@ -94,22 +80,19 @@ class TrainConfig:
     max_minutes: float = field(default=0.0, metadata={"help": (
         "Stop after this many minutes of training (evaluation excluded); 0 = no limit.")})
     eval_every: int = field(default=0, metadata={"help": (
-        "The task's held-out evaluation (arithmetic, instructions) every k iterations, and before and after; 0 = "
-        "off.")})
+        "The task's held-out evaluation every k iterations, and before and after; 0 = off.")})
     eval_problems_per_level: int = field(default=40, metadata={"help": "Held-out problems per level for --eval-every."})
     eval_levels: str = field(default="headline", metadata={"help": (
         "Levels evaluated during training: headline or all (the first and last evaluations cover all levels).")})
     eval_split: str = field(default="test", metadata={"help": (
-        "Instructions task: the held-out split --eval-every scores, dev while choosing a recipe, test for reported "
-        "figures (arithmetic has one held-out set).")})
+        "Instructions: the held-out split scored, dev while choosing a recipe, test for reported figures.")})
     eval_at_start: bool = field(default=True, metadata={"help": (
         "Evaluate the starting model (step 0) when --eval-every is set.")})
     ddp_timeout: float = field(default=1800, metadata={"help": (
-        "Several processes: seconds a collective waits for a rank that stopped answering before every rank exits "
-        "(transformers' name); a rank that dies is noticed at once.")})
+        "Several processes: seconds a collective waits for a silent rank before every rank exits (transformers').")})
     report_to: str = field(default="none", metadata={"help": (
-        "Also send every metrics.jsonl field to: none, tensorboard, wandb, or several comma-separated (TRL's "
-        "name); files under --output-dir; W&B is offline unless WANDB_MODE or a W&B login says otherwise.")})
+        "Also send the metrics to tensorboard, wandb, or both comma-separated (TRL's name); W&B is offline unless "
+        "WANDB_MODE or a W&B login says otherwise.")})
 
 
 def load_agent_class(name: str):
@@ -138,25 +121,22 @@ def validate(cfg: TrainConfig, agent_cfg):
         raise ValueError(f"--num-queries {cfg.num_queries} is not divisible by the {processes} processes: each plays "
                          f"an equal share of the rounds; use a multiple of {processes} (e.g. {multiple}) "
                          f"or launch a divisor of {cfg.num_queries} processes")
+    from lsp_env.kl import KLHook
     from lsp_env.models import check_model_name
 
-    check_model_name(cfg.model)
-    from lsp_env.kl import KLHook
-
     from .backends import check_backend
-
-    recipe_defaults(cfg.recipe, TrainConfig)  # an unknown recipe fails here
-    check_backend(cfg.backend)  # an unknown name, or vllm without its extra, fails here with the install command
     from .trackers import check_report_to
 
+    check_model_name(cfg.model)
+    recipe_defaults(cfg.recipe, TrainConfig)  # an unknown recipe fails here
+    check_backend(cfg.backend)  # an unknown name, or vllm without its extra, fails here with the install command
     check_report_to(cfg.report_to)  # likewise for a tracker
-    # raises on bad values
-    return KLHook(cfg.beta, cfg.challenger_beta, cfg.solver_beta, cfg.kl_estimator, cfg.kl_placement)
+    return KLHook(cfg.beta, cfg.challenger_beta, cfg.solver_beta, cfg.kl_estimator, cfg.kl_placement)  # checks them
 
 
 def build(cfg: TrainConfig, agent_cfg, agent_class=None):
-    """Validated settings (:func:`validate`), then the policy, the vector env (handed the policy's frozen reference
-    for its hooks) and the agent (``--agent``'s, or ``agent_class``)."""
+    """Validated settings, then the policy, the vector env (its hooks given the policy's frozen reference) and the
+    agent (``--agent``'s, or ``agent_class``)."""
     import gymnasium
 
     import lsp_env
@@ -208,10 +188,8 @@ def set_rng_state(state: dict) -> None:
 
 # ---- checkpoints ------------------------------------------------------------------------------------------------
 def save_checkpoint(output_dir: Path, step: int, agent, config: dict) -> Path:
-    """Write ``checkpoint-<step>/`` via a temp dir + rename, then point ``latest`` at it (atomic replace).
-
-    Every rank calls it (it gathers their RNG states); rank 0 writes: ``rng.pt`` (its own), ``rng-ranks.pt`` (all).
-    """
+    """Write ``checkpoint-<step>/`` via a temp dir + rename, then point ``latest`` at it (atomic replace). Every rank
+    calls it (it gathers their RNG states); rank 0 writes ``rng.pt`` (its own) and ``rng-ranks.pt`` (all)."""
     final = output_dir / f"checkpoint-{step}"
     rng_states = distributed.gather_objects(rng_state())
     if not distributed.is_main():
@@ -236,10 +214,8 @@ def save_checkpoint(output_dir: Path, step: int, agent, config: dict) -> Path:
 
 
 def load_checkpoint(output_dir: Path, agent) -> int:
-    """Restore agent, optimizer and RNG from ``latest``; return its step. Half-written temp dirs are never read.
-
-    Every rank loads the same checkpoint and takes its own RNG state from it.
-    """
+    """Restore agent, optimizer and RNG from ``latest``; return its step. Half-written temp dirs are never read;
+    every rank loads the same checkpoint and takes its own RNG state from it."""
     pointer = output_dir / "latest"
     if not pointer.exists():
         raise FileNotFoundError(f"--resume: no checkpoint in {output_dir} (no 'latest' file); "
@@ -273,32 +249,9 @@ def keep_metrics_until(path: Path, step: int) -> None:
 
 
 # ---- the loop ---------------------------------------------------------------------------------------------------
-def heldout_metrics(agent, cfg: TrainConfig, task, all_levels: bool = False) -> dict:
-    """The task's held-out evaluation (greedy) as ``eval/*`` metrics: arithmetic solve rates (headline levels, or
-    every level with ``all_levels``), or IFEval's four figures (and, with ``all_levels``, the rate per instruction)."""
-    from lsp_env.evaluation import arithmetic_solve_rates, instruction_following_rates
-    from lsp_env.tasks import instructions
-
-    if task.name == "instructions":
-        result = instruction_following_rates(agent.policy, cfg.eval_split, max_new_tokens=task.max_answer_tokens)
-        out = {f"eval/{k}": result[k] for k in instructions.FIGURES}
-        if all_levels:
-            out.update({f"eval/{k}": v["strict"] for k, v in result["per_instruction"].items()})
-        return out
-    from lsp_env.tasks import arithmetic
-
-    headline = cfg.eval_levels == "headline" and not all_levels
-    levels = arithmetic.HEADLINE_LEVELS if headline else tuple(arithmetic.LEVELS)
-    result = arithmetic_solve_rates(agent.policy, cfg.eval_problems_per_level, levels=levels)
-    out = {f"eval/{level}": rate for level, rate in result["per_level"].items()}
-    out["eval/headline"], out["eval/overall"] = result["headline"], result["overall"]
-    return out
-
-
 class RunLog:
-    """The run's files: opens the output dir (``--resume``: the checkpoint loaded, metric lines written after it
-    dropped), then on rank 0 writes ``config.json``, appends each metrics line to ``metrics.jsonl`` and the trackers,
-    and at the end plots ``metrics.png``. Every rank builds one (the resume is everyone's); only rank 0 writes."""
+    """The run's files, built on every rank (the resume is everyone's), written by rank 0: ``--resume`` loads the
+    checkpoint and drops later metric lines; then ``config.json``, each metrics line, the trackers, ``metrics.png``."""
 
     def __init__(self, agent, cfg: TrainConfig, config_record: dict | None = None):
         self.dir = Path(cfg.output_dir)
@@ -343,23 +296,29 @@ class RunLog:
 
 
 def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> list[dict]:
-    """Run ``cfg.iterations`` iterations of play -> update with any agent; returns this run's metric lines.
-
-    Under several processes every rank runs this loop in step (the gathers and the gradient sum are collectives);
-    rank 0 alone writes files, shows progress and evaluates, and stop decisions are agreed across ranks.
-    """
+    """Run ``cfg.iterations`` iterations of play -> update with any agent; returns this run's metric lines. Every
+    rank runs this loop in step (collectives inside); rank 0 alone writes, shows progress and evaluates."""
     from .display import Display
     from .rollout import play_iteration
 
     is_main, world_size = distributed.is_main(), distributed.world_size()
     log = RunLog(agent, cfg, config_record)
     step, lines, trained_seconds = log.step, [], 0.0
-    task = envs.task
-    evaluating = cfg.eval_every > 0 and hasattr(task, "heldout") and is_main  # no collectives inside: the others go on
+    evaluating = cfg.eval_every > 0 and hasattr(envs.task, "heldout") and is_main  # no collectives: the others go on
+
+    def heldout(all_levels: bool = False) -> dict:
+        from lsp_env.evaluation import heldout_metrics
+
+        return heldout_metrics(agent.policy, envs.task, cfg.eval_problems_per_level, cfg.eval_levels == "headline"
+                               and not all_levels, cfg.eval_split, per_instruction=all_levels)
+
     if evaluating and step == 0 and cfg.eval_at_start:
-        lines.append({"step": 0, "world_size": world_size, **heldout_metrics(agent, cfg, task, all_levels=True)})
+        lines.append({"step": 0, "world_size": world_size, **heldout(all_levels=True)})
         log.report(lines[-1])
-    perf = Throughput(agent, cfg)
+    counter = getattr(agent.policy, "flops", None)  # perf/mfu, for a policy that counts its FLOPs (Policy does)
+    if counter is not None:
+        peak = world_size * perf.peak_flops(torch.bfloat16 if cfg.bf16 else torch.float32, agent.policy.model.device)
+        counter.reset()  # evaluation before the first iteration is not training work
     # the env reset seed of round i at iteration `step`: this rank plays rounds
     # rank * n_local ... (rank + 1) * n_local - 1
     num_queries = envs.num_envs * world_size
@@ -382,10 +341,15 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
             trained_seconds += seconds
             metrics.update({"step": step, "world_size": world_size, "time/update": time.perf_counter() - t,
                             "time/iteration": seconds, "tokens_per_second": metrics["tokens/generated"] / seconds})
-            metrics.update(perf.metrics(metrics))
+            if counter is not None:  # every rank's useful FLOPs against every rank's peak
+                phases = {"iteration": seconds, "generate": metrics.get("time/generate"),
+                          "update": metrics["time/update"]}
+                metrics.update(perf.mfu_metrics(distributed.sum_across(counter.reset()), phases, peak,
+                                                metrics["tokens/generated"]))
             if evaluating and step % cfg.eval_every == 0 and step != cfg.iterations:
-                metrics.update(heldout_metrics(agent, cfg, task))
-                perf.skip()  # the evaluation's generation is not training work
+                metrics.update(heldout())
+                if counter is not None:
+                    counter.reset()  # the evaluation's generation is not training work
             metrics["time/trained"] = trained_seconds
             lines.append(metrics)
             log.report(metrics)
@@ -395,46 +359,15 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
                 log.checkpoint(step, agent)
     if evaluating and step:  # the final evaluation covers every level
         lines.append({"step": step, "world_size": world_size, "final": True,
-                      **heldout_metrics(agent, cfg, task, all_levels=True)})
+                      **heldout(all_levels=True)})
         log.report(lines[-1])
     log.close(step, agent)
     return lines
 
 
-class Throughput:
-    """Model FLOPs utilisation per iteration (:mod:`agents.perf`), for agents whose policy counts its FLOPs."""
-
-    def __init__(self, agent, cfg: TrainConfig):
-        self.counter = getattr(getattr(agent, "policy", None), "flops", None)
-        if self.counter is not None:
-            from .perf import peak_flops
-
-            self.peak = peak_flops(torch.bfloat16 if cfg.bf16 else torch.float32, agent.policy.model.device)
-            self.counter.reset()  # evaluation before the first iteration is not training work
-
-    def metrics(self, metrics: dict) -> dict:
-        """The useful FLOPs of every rank against every rank's peak, for the iteration ``metrics`` describes."""
-        if self.counter is None:
-            return {}
-        from .perf import mfu_metrics
-
-        seconds = {"iteration": metrics["time/iteration"], "generate": metrics.get("time/generate"),
-                   "update": metrics["time/update"]}
-        return mfu_metrics(distributed.sum_across(self.counter.reset()), seconds,
-                           self.peak * distributed.world_size(), metrics["tokens/generated"])
-
-    def skip(self) -> None:
-        if self.counter is not None:
-            self.counter.reset()
-
-
 def write_config(output_dir: Path, record: dict, resumed_at: int | None = None) -> None:
-    """``config.json``: the resolved settings the run started with (recipe, train and agent fields).
-
-    A resumed run whose settings differ (beyond ``resume`` itself, e.g. more ``--iterations``) keeps the file of the
-    run it continues and writes its own beside it as ``config-resume-<step>.json``, with a note on stderr: the
-    settings of every part of the run stay on record, none is overwritten.
-    """
+    """``config.json``: the resolved settings the run started with. A resumed run whose settings differ (beyond
+    ``resume``) keeps it and writes its own as ``config-resume-<step>.json``: no part of the run's record is lost."""
     def comparable(r: dict) -> dict:
         return {k: comparable(v) if isinstance(v, dict) else v for k, v in r.items() if k != "resume"}
 
@@ -459,8 +392,8 @@ def _append(path: Path, metrics: dict) -> None:
 
 
 def read_config_file(path: str) -> tuple[dict, str | None]:
-    """``(field values, recipe)`` of a ``--config`` file: YAML or JSON, either flat (field names of the train and
-    agent configs, and ``recipe``) or the layout of a run's own ``config.json`` (``recipe``, ``train``, ``agent``)."""
+    """``(field values, recipe)`` of a ``--config`` file: YAML or JSON, flat (field names, ``recipe``) or a run's own
+    ``config.json`` (``recipe``, ``train``, ``agent``)."""
     import yaml
 
     text = Path(path).read_text()
@@ -486,19 +419,14 @@ def config_values(values: dict, config_class, path: str | None) -> dict:
 
     hints = typing.get_type_hints(config_class)
     out = {}
-    for key, value in values.items():
-        if key not in hints:
-            continue
+    for key, value in ((k, v) for k, v in values.items() if k in hints):
         allowed = typing.get_args(hints[key]) or (hints[key],)  # `float | None` -> (float, NoneType)
         if float in allowed and isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
-        ok = any(value is None if t is type(None) else
-                 (isinstance(value, (int, float)) and not isinstance(value, bool)) if t is float else
-                 (isinstance(value, t) and not (t is int and isinstance(value, bool))) for t in allowed)
-        if not ok:
+        kinds = {type(None): (type(None),), float: (int, float)}
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, sum(
+                (kinds.get(t, (t,)) for t in allowed), ())):
             want = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
             raise ValueError(f"--config {path}: {key}: {value!r} is a {type(value).__name__}, want {want}")
         out[key] = value
@@ -506,8 +434,7 @@ def config_values(values: dict, config_class, path: str | None) -> dict:
 
 
 def parse_args(argv: list[str] | None = None):
-    """``(TrainConfig, agent config)`` from the command line: ``--recipe``'s values become the defaults of both
-    parsers, so that any flag given explicitly wins over the recipe."""
+    """``(TrainConfig, agent config)`` from the command line, over the defaults set by ``--recipe`` and ``--config``."""
     import argparse
 
     from transformers import HfArgumentParser
@@ -531,9 +458,8 @@ def parse_args(argv: list[str] | None = None):
     known = {f.name for f in fields(TrainConfig)} | {f.name for f in fields(agent_class.config_class)}
     unknown = sorted(set(file_values) - known)
     if unknown:
-        raise ValueError(f"--config {early.config}: unknown key(s) {unknown}: not a field of lsp-train's settings "
-                         f"nor of "
-                         f"the {cfg.agent} agent's (`lsp-train --help`, `lsp-train --agent {cfg.agent} --help-agent`)")
+        raise ValueError(f"--config {early.config}: unknown key(s) {unknown}: not a field of lsp-train's settings nor "
+                         f"of the {cfg.agent} agent's (see --help, and --agent {cfg.agent} --help-agent)")
     agent_parser.set_defaults(**{**recipe_defaults(recipe, agent_class.config_class),
                                  **config_values(file_values, agent_class.config_class, early.config)})
     if "--help-agent" in argv:
@@ -556,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
                "no checkpoint was written yet: relaunch every process into a new --output-dir")
         raise SystemExit(f"stopped: {err}. The run cannot go on without it; {how} (--save-every k keeps "
                          f"checkpoints frequent).") from None
-    if lines and any(isinstance(v, float) and not math.isfinite(v) for v in lines[-1].values()):
+    if lines and not all(math.isfinite(v) for v in lines[-1].values() if isinstance(v, float)):
         raise SystemExit("the last iteration has non-finite metrics")
 
 

@@ -13,7 +13,7 @@ import itertools
 import math
 
 from .rewards import PairwiseJudge
-from .tasks import ArithmeticTask, DialogueTask, InstructionsTask, arithmetic, read_lines
+from .tasks import ArithmeticTask, DialogueTask, InstructionsTask, arithmetic, instructions, read_lines
 
 
 def heldout_rates(policy, task, items: list[dict], max_new_tokens: int, batch_size: int = 64) -> dict:
@@ -43,6 +43,24 @@ def instruction_following_rates(policy, split: str = "test", max_new_tokens: int
     held-out requests, whose topics are not in the training list."""
     task = InstructionsTask(max_answer_tokens=max_new_tokens)
     return {"split": split, **heldout_rates(policy, task, task.heldout(split)[:limit], max_new_tokens, batch_size)}
+
+
+def heldout_metrics(policy, task, n_per_level: int = 40, headline: bool = True, split: str = "test",
+                    per_instruction: bool = False) -> dict:
+    """A task's held-out evaluation (greedy) as ``eval/*`` metrics, as ``lsp-train --eval-every`` logs them:
+    arithmetic solve rates (the headline levels, or every level), or IFEval's four figures on ``split`` (and, with
+    ``per_instruction``, the strict rate per instruction id)."""
+    if isinstance(task, InstructionsTask):
+        result = instruction_following_rates(policy, split, max_new_tokens=task.max_answer_tokens)
+        out = {f"eval/{k}": result[k] for k in instructions.FIGURES}
+        if per_instruction:
+            out.update({f"eval/{k}": v["strict"] for k, v in result["per_instruction"].items()})
+        return out
+    levels = arithmetic.HEADLINE_LEVELS if headline else tuple(arithmetic.LEVELS)
+    result = arithmetic_solve_rates(policy, n_per_level, levels=levels)
+    out = {f"eval/{level}": rate for level, rate in result["per_level"].items()}
+    out["eval/headline"], out["eval/overall"] = result["headline"], result["overall"]
+    return out
 
 
 def dialogue_win_rate(policy, base, judge=None, max_new_tokens: int = 128,

@@ -11,15 +11,11 @@ from lsp_env.tokens import cut_at_stop, distinct_prompts, pad_left, stop_token_i
 
 
 class HFBackend:
-    """Batched sampling with ``model.generate``.
+    """Batched sampling with ``model.generate``, from prompt token ids to completion token ids.
 
-    By default it samples from the policy's own module, so there is nothing to sync after an update. With
-    ``generation_dtype`` (e.g. bf16) it keeps a copy of the weights in that dtype for generation instead (faster
-    than fp32 where the hardware has fast bf16, half the memory of the fp32 master) and copies the trained weights
-    into it in :meth:`sync_weights` after every update. A peft (LoRA) model samples from itself under
-    ``autocast_dtype`` instead. A prompt repeated in the batch (the G answers to one query) is prefilled once and
-    its cache shared. A backend maps prompt token ids to completion token ids; the policy owns tokenization and the
-    trained model. (Measured speeds: ``benchmarks/throughput.py`` and the README.)
+    It samples from the policy's own module (nothing to sync after an update), or with ``generation_dtype`` (e.g.
+    bf16) from a copy in that dtype that :meth:`sync_weights` refreshes after every update; a peft (LoRA) model
+    samples from itself under ``autocast_dtype``. A prompt repeated in the batch (a GRPO group) is prefilled once.
     """
 
     name = "hf"

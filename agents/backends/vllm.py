@@ -29,40 +29,32 @@ def import_vllm():
         import vllm
     except ImportError as err:
         raise ImportError(f"backend='vllm' needs vLLM, which is not installed ({err}): {INSTALL_HINT}") from err
-    # e.g. CUDA-built torchvision next to the CPU torch: "operator torchvision::nms does not exist"
-    except Exception as err:
-        raise ImportError(
-            f"vLLM is installed but fails to import ({err!r}). If it names torchvision: "
-            "`pip uninstall torchvision torchaudio torchcodec` (vLLM needs them only for media); "
-            f"otherwise reinstall: {INSTALL_HINT}"
-        ) from err
+    except Exception as err:  # e.g. CUDA-built torchvision next to the CPU torch: "torchvision::nms does not exist"
+        raise ImportError(f"vLLM is installed but fails to import ({err!r}). If it names torchvision: `pip uninstall "
+                          f"torchvision torchaudio torchcodec` (vLLM needs them only for media); otherwise reinstall: "
+                          f"{INSTALL_HINT}") from err
     return vllm
 
 
 class VLLMBackend:
     """Batched sampling with an in-process ``vllm.LLM`` that follows the trained weights.
 
-    The engine starts from a temporary model directory holding the policy's current weights (LoRA merged in) and
-    tokenizer, deleted once the engine has loaded them. Prompts go in as token ids (``TokensPrompt``), so the
-    engine sees exactly the policy's tokenization. Sampling settings map one to one to ``SamplingParams``;
-    every sampled prompt gets its own seed drawn from torch's RNG, so runs repeat under ``torch.manual_seed``
-    and identical prompts (the G answers to one query) still get different samples.
+    The engine starts from a temporary model directory of the policy's current weights (LoRA merged in) and its
+    tokenizer. Prompts go in as token ids, so the engine sees the policy's tokenization; each sampled prompt gets its
+    own seed from torch's RNG, so runs repeat under ``torch.manual_seed`` and the G answers to one query differ.
 
     Args:
         model, tokenizer: the trained policy (a transformers causal LM, or a peft LoRA model on top of one).
-        autocast_dtype, generation_dtype: the policy's bf16 settings; the engine runs in ``generation_dtype``,
-            else ``autocast_dtype``, else the model's own dtype.
-        gpu_memory_utilization: on GPU, the share of GPU memory the engine takes (weights + KV cache); 0.3 leaves
-            the rest to training. On CPU vLLM reads it as the share of the NUMA node's memory for the whole process
-            (KV cache = that minus the process's memory at start-up); 0.3 works on 12-24 GiB nodes, while vLLM's
-            own default (0.92) refuses to start. To size the KV cache directly pass ``kv_cache_memory_bytes=``
-            (or set ``VLLM_CPU_KVCACHE_SPACE=<GiB>``).
+        autocast_dtype, generation_dtype: the engine runs in ``generation_dtype``, else ``autocast_dtype``, else the
+            model's own dtype.
+        gpu_memory_utilization: vLLM's share of GPU memory (on CPU: of the NUMA node's, for the whole process) when
+            the KV cache is not sized otherwise; 0.3 leaves the rest to training.
         kv_cache_sequences, max_new_tokens: the most sequences one ``generate`` call holds and their completion
             length (``lsp-train`` passes N × G / processes and ``--max-completion-length``): the KV cache is then
-            sized to what an iteration needs, :func:`kv_cache_bytes`, on CPU and GPU alike, instead of vLLM's
-            share of the machine, unless ``kv_cache_memory_bytes=`` or ``VLLM_CPU_KVCACHE_SPACE`` says otherwise.
-        enforce_eager: skip ``torch.compile`` / CUDA graphs. Default: True on CPU (compiling costs ~78 s of
-            start-up there for ~20 % faster decoding), False on GPU.
+            :func:`kv_cache_bytes` of that work, unless ``kv_cache_memory_bytes=`` or ``VLLM_CPU_KVCACHE_SPACE``
+            says otherwise.
+        enforce_eager: skip ``torch.compile`` / CUDA graphs; default True on CPU (compiling costs more start-up
+            than it saves on short runs), False on GPU.
         **engine_kwargs: passed on to ``vllm.LLM`` (``max_model_len``, ``kv_cache_memory_bytes``, ...).
     """
 

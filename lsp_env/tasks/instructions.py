@@ -98,6 +98,7 @@ import functools
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -1212,3 +1213,12 @@ def item_instructions(item: dict | str) -> list[Instruction]:
         return recognise(item).instructions
     return [Instruction(i, {key: v for key, v in (k or {}).items() if v is not None})
             for i, k in zip(item["instruction_id_list"], item["kwargs"], strict=True)]
+
+
+def request_mix(asked: list[list[str]]) -> dict:
+    """The challenger's mix over valid requests (their instruction ids): instructions per request, and the share of
+    requests asking for each id."""
+    n = max(len(asked), 1)
+    counts = Counter(name for ids in asked for name in set(ids))
+    return {"instructions/per_query": sum(map(len, asked)) / n,
+            **{f"instructions/{name}": count / n for name, count in sorted(counts.items())}}
