@@ -503,3 +503,13 @@ def test_options_of_the_other_envs_work_here():
     p = 0.5  # V(q) of the second sub-env; rzero payoff 1 - 2|p - 1/2|, + mean quality, - 0.5 x share of duplicates (1)
     assert infos["rewards"]["challenger"][1] == pytest.approx(1 - 2 * abs(p - 0.5) + 0.5 - 0.5)
     assert infos["instructions"][0] == [{"id": "punctuation:no_comma", "kwargs": {}, "passed": True}]
+
+
+def test_request_mix_counts_each_id_once_per_request_and_every_instruction_per_request():
+    from lsp_env.tasks.instructions import request_mix
+
+    mix = request_mix([["change_case:lowercase", "change_case:lowercase", "keywords:existence"],
+                       ["keywords:existence"]])
+    assert mix == {"instructions/per_query": 2.0, "instructions/change_case:lowercase": 0.5,
+                   "instructions/keywords:existence": 1.0}
+    assert request_mix([]) == {"instructions/per_query": 0.0}  # no valid request this iteration: no division by 0

@@ -150,6 +150,16 @@ def test_vllm_sampling_reproduces_under_torch_seed(policy):
     assert first != policy.backend.generate(twice + prompts, MAX_NEW_TOKENS, do_sample=False)
 
 
+def test_vllm_samples_more_prompt_tokens_than_one_scheduler_step(policy):
+    """GRPO groups at N = 16, G = 8: more prompt tokens than vLLM's CPU step budget (4096), in groups of identical
+    prompts. With chunked prefill the CPU runner fails rewinding a seeded generator; the backend turns it off."""
+    prompts = [list(range(5 + i // 8, 105 + i // 8)) for i in range(128)]  # 16 groups of 8 identical 100-token prompts
+    torch.manual_seed(0)
+    first = policy.backend.generate(prompts, 8)
+    torch.manual_seed(0)
+    assert policy.backend.generate(prompts, 8) == first and len(first) == 128 and all(first)
+
+
 def test_vllm_keeps_the_stop_token(policy, monkeypatch):
     prompts = prompts_of(policy)
     first_token = greedy(policy)[0][0]

@@ -73,6 +73,9 @@ class VLLMBackend:
         self.base = model.get_base_model() if self.is_peft else model
         if current_platform.is_cpu():
             _check_cpu_head_size(self.base.config)
+            # a prompt split over scheduler steps makes vLLM's CPU runner rewind its request's seeded generator,
+            # which CPU generators cannot do ("CPU Generator does not use offset"): schedule prompts whole
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
         self.stop_ids = stop_token_ids(self.base.generation_config, tokenizer)
         self.dtype = generation_dtype or autocast_dtype or self.base.dtype
         if kv_cache_sequences and "kv_cache_memory_bytes" not in engine_kwargs and not os.environ.get(
