@@ -85,7 +85,8 @@ def summarise(before: dict, runs: list[dict], args) -> dict:
         "before": {k: before[k] for k in FIGURES}, "before_per_type": before["per_instruction"], "arms": arms,
         "gain_ratio": {arm: g / data_gain for arm, g in gains.items() if arm != "data"} if data_gain > 0 else None,
         "split": args.split, "budget_minutes_per_arm": args.minutes, "arm_flags": ARMS, "model": args.model,
-        "bf16": args.bf16, "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "bf16": args.bf16, "backend": args.backend, "extra_flags": args.extra,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "date": datetime.date.today().isoformat(),
     }
 
@@ -126,6 +127,8 @@ def main() -> None:
     parser.add_argument("--lsp-seeds", type=int, default=2, help="seeds for lsp and lsp_kl")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--split", choices=("dev", "test"), default="test")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                        help="generation backend of every run and of the starting model's evaluation")
     add_shared_arguments(parser, "learning_curve_instructions", eval_every=15)
     args = parser.parse_args()
 
@@ -140,7 +143,11 @@ def main() -> None:
         args.bf16 = bf16_supported()
     console = Console()
     console.print(f"evaluating the starting model on the held-out {args.split} split ...")
-    before = instruction_following_rates(Policy(args.model, bf16=args.bf16), args.split, max_new_tokens=64)
+    starting = Policy(args.model, bf16=args.bf16, backend=args.backend)
+    before = instruction_following_rates(starting, args.split, max_new_tokens=64)
+    if args.backend == "vllm":  # its engine holds memory the runs need
+        starting.backend.close()
+    del starting
     runs = []
     arms = args.arms.split(",")
     # seed by seed, every arm in turn: a run cut short still leaves each arm measured on the same seeds
@@ -150,7 +157,8 @@ def main() -> None:
         console.print(f"training {arm} seed {seed} ...")
         flags = [*ARMS[arm], *args.extra, "--model", args.model, "--seed", str(seed), "--iterations",
                  str(args.iterations), "--max-minutes", str(args.minutes), "--eval-every", str(args.eval_every),
-                 "--eval-at-start", "false", "--eval-split", args.split, "--bf16", "true" if args.bf16 else "false"]
+                 "--eval-at-start", "false", "--eval-split", args.split, "--bf16", "true" if args.bf16 else "false",
+                 "--backend", args.backend]
         start = time.time()
         lines = lsp_train(flags, Path(args.workdir) / f"{arm}-seed{seed}", args.quiet)
         runs.append({"arm": arm, "seed": seed, "wall_seconds": time.time() - start, **read_run(lines)})

@@ -370,7 +370,7 @@ class ChildMemory:
     their unique set sizes (USS, pages no other process maps), sampled every ``interval`` seconds by a daemon thread
     (once a second: such an engine lives for the whole run, and each sample walks /proc inside the timed iterations).
     Not their RSS, nor ``RUSAGE_CHILDREN``'s peak: a child forked from this process (vLLM runs ``lscpu`` so) maps all
-    of its pages until it execs, so its RSS counts this process a second time (a sample that caught one added 2.3 GB)."""
+    of its pages until it execs, so its RSS counts this process a second time (a sample that caught one: +2.3 GB)."""
 
     def __init__(self, interval: float = 1.0):
         import threading
