@@ -309,8 +309,9 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
     def heldout(all_levels: bool = False) -> dict:
         from lsp_env.evaluation import heldout_metrics
 
-        return heldout_metrics(agent.policy, envs.task, cfg.eval_problems_per_level, cfg.eval_levels == "headline"
-                               and not all_levels, cfg.eval_split, per_instruction=all_levels)
+        headline = cfg.eval_levels == "headline" and not all_levels
+        return heldout_metrics(agent.policy, envs.task, cfg.eval_problems_per_level, headline, cfg.eval_split,
+                               per_instruction=all_levels)
 
     if evaluating and step == 0 and cfg.eval_at_start:
         lines.append({"step": 0, "world_size": world_size, **heldout(all_levels=True)})
@@ -424,9 +425,8 @@ def config_values(values: dict, config_class, path: str | None) -> dict:
         if float in allowed and isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
             with contextlib.suppress(ValueError):
                 value = float(value)
-        kinds = {type(None): (type(None),), float: (int, float)}
-        if isinstance(value, bool) and bool not in allowed or not isinstance(value, sum(
-                (kinds.get(t, (t,)) for t in allowed), ())):
+        accepted = tuple(k for t in allowed for k in ((int, float) if t is float else (t,)))  # an int is a float
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in allowed):
             want = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
             raise ValueError(f"--config {path}: {key}: {value!r} is a {type(value).__name__}, want {want}")
         out[key] = value
