@@ -420,7 +420,9 @@ def config_values(values: dict, config_class, path: str | None) -> dict:
 
     hints = typing.get_type_hints(config_class)
     out = {}
-    for key, value in ((k, v) for k, v in values.items() if k in hints):
+    for key, value in values.items():
+        if key not in hints:
+            continue
         allowed = typing.get_args(hints[key]) or (hints[key],)  # `float | None` -> (float, NoneType)
         if float in allowed and isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
             with contextlib.suppress(ValueError):
