@@ -37,9 +37,9 @@ class Policy:
         lora: train LoRA adapters (peft) instead of all weights. The reference is then the same model with the
             adapters disabled, so the base weights are held once; full fine-tuning keeps a frozen copy instead.
         lora_r, lora_alpha, lora_target_modules: the LoRA shape (peft's names).
-        bf16: bf16 autocast for log-probs and the update (fp32 master weights) and a bf16 copy of the weights for
-            generation, synced after each update; use where the hardware has fast bf16
-            (:func:`lsp_env.models.bf16_supported`).
+        bf16: bf16 autocast for log-probs and the update (fp32 master weights), a bf16 copy of the weights for
+            generation (synced after each update), the frozen reference's Linears stored in bf16
+            (:func:`lsp_env.models.store_linears_in`); use where the hardware has fast bf16 (``bf16_supported``).
         backend: generation backend name (``"hf"`` or ``"vllm"``); ``backend_kwargs`` go to it (vLLM's KV-cache
             budget: :class:`agents.backends.vllm.VLLMBackend`).
         device: where the model lives; default the current CUDA device (under ``accelerate launch``, each rank's
@@ -71,6 +71,8 @@ class Policy:
             self.model = get_peft_model(self.model, config)
         # full fine-tuning: freeze a copy now, before any update can touch the weights it must keep
         self._frozen_reference = None if lora else copy.deepcopy(self.model).eval().requires_grad_(False)
+        if self._frozen_reference is not None and bf16:  # half the memory, the same log-probs under autocast
+            models.store_linears_in(self._frozen_reference, torch.bfloat16)
         self.model.train()
         self.backend = make_backend(backend, self.model, self.tokenizer, autocast_dtype=self.autocast_dtype,
                                     generation_dtype=self.autocast_dtype, **backend_kwargs)

@@ -406,7 +406,9 @@ def peak_memory() -> dict:
     """``peak_rss_gb``, and ``peak_cuda_gb`` (torch's allocator peak on this process's GPU) where there is a GPU."""
     import torch
 
-    out = {"peak_rss_gb": peak_rss_gb()}
+    out = {"peak_rss_gb": peak_rss_gb(),  # and its two parts: this process, and an out-of-process engine's own pages
+           "peak_rss_main_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+           "peak_uss_engine_gb": (CHILDREN.peak if CHILDREN else 0) / 1e9}
     if torch.cuda.is_available():
         out["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1e9
     return out

@@ -294,3 +294,33 @@ def reference_mode(model):
     """Context in which ``model`` computes as the frozen reference: LoRA adapters disabled (peft), else unchanged."""
     disable = getattr(model, "disable_adapter", None)
     return disable() if callable(disable) else contextlib.nullcontext()
+
+
+
+def store_linears_in(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Keep a frozen model's ``nn.Linear`` weights in ``dtype`` (e.g. bf16 for a bf16-autocast run): half their
+    memory, and the same results under autocast to ``dtype``, which would cast each fp32 weight to it the same way.
+
+    Linears whose weight another module shares (an LM head tied to the embedding) stay as they are, so the
+    embedding and the norms keep their precision. Outside autocast a converted layer computes in its input's dtype
+    with the weight cast up to it (a judge running the frozen model in fp32 sees the weights rounded to ``dtype``,
+    nothing else). Returns the bytes saved."""
+    uses: dict[int, int] = {}
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            uses[id(p)] = uses.get(id(p), 0) + 1
+    saved = 0
+    for module in model.modules():
+        if type(module) is not torch.nn.Linear or uses[id(module.weight)] > 1 or module.weight.requires_grad:
+            continue
+        saved += module.weight.numel() * (module.weight.element_size() - torch.finfo(dtype).bits // 8)
+        module.to(dtype)
+        module.forward = functools.partial(_stored_linear, module)
+    return saved
+
+
+def _stored_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if torch.is_autocast_enabled(x.device.type) or x.dtype == module.weight.dtype:
+        return torch.nn.functional.linear(x, module.weight, module.bias)
+    bias = None if module.bias is None else module.bias.to(x.dtype)
+    return torch.nn.functional.linear(x, module.weight.to(x.dtype), bias)

@@ -309,6 +309,29 @@ def test_old_and_reference_logps_are_computed_without_autograd(monkeypatch):
     assert built_graphs == [False, False]
 
 
+def test_a_bf16_run_stores_the_references_linears_in_bf16_with_the_same_logps_and_a_judge_still_runs():
+    """bf16 autocast casts the frozen reference's fp32 Linear weights to bf16 at every use: storing them so halves
+    their memory and leaves the reference log-probs bit-identical; the tied head and the embedding stay fp32."""
+    from lsp_env.rewards import SelfQuality
+
+    torch.manual_seed(0)
+    fp32, bf16 = Policy("tiny-random"), Policy("tiny-random", bf16=True)
+    linears = [m for m in bf16.reference.modules() if type(m) is torch.nn.Linear and m is not bf16.reference.lm_head]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert bf16.reference.get_input_embeddings().weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # the trained weights: fp32 masters
+    prompts, completions = [[5, 17, 42, 9], [5, 17, 42, 9], [3, 8]], [[33, 7, 120], [33, 8], [1, 2, 3, 4]]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the fp32 run's frozen copy, under the bf16 run's autocast
+        expected, _ = fp32.completion_logps(prompts, completions, reference=True)
+    got, _ = bf16.completion_logps(prompts, completions, reference=True)
+    assert torch.equal(got, expected)
+    # outside autocast (a judge on the reference pair) the stored layers compute in fp32 from bf16-rounded weights
+    queries, answers = ["Name a colour.", "What is 2 + 2?"], ["Blue.", "4"]
+    grades = SelfQuality(bf16.reference_pair())(queries, answers)
+    assert all(0.0 <= g <= 1.0 for g in grades)
+    assert max(abs(a - b) for a, b in zip(grades, SelfQuality(fp32.reference_pair())(queries, answers))) < 0.05
+
+
 def test_lora_reference_is_the_same_model_with_adapters_disabled():
     policy = Policy("tiny-random", lora=True, lora_r=4)
     assert policy.reference is policy.model
