@@ -27,8 +27,7 @@ def setup(timeout_seconds: float = 1800):
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    # PartialState ignores ACCELERATE_USE_CPU (only AcceleratorState reads it): without cpu=True a CPU launch gets a
-    # default group but a state that reports DistributedType.NO and 1 process
+    # PartialState ignores ACCELERATE_USE_CPU: without cpu=True a CPU launch's state says DistributedType.NO, 1 process
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"),
                         timeout=datetime.timedelta(seconds=timeout_seconds))
 

@@ -66,6 +66,9 @@ class TrainConfig:
         "Built-in reward hook name (judge, arithmetic, length); default: the env's.")})
     repetition_penalty: float = field(default=0.0, metadata={"help": (
         "Weight of the near-duplicate-query penalty on the challenger's payoff.")})
+    shared_challenger_prompt: bool = field(default=False, metadata={"help": (
+        "One challenger prompt (the task's few-shot examples) for all N rounds of an iteration, as in the paper; "
+        "default one per round.")})
     example_levels: str | None = field(default=None, metadata={"help": (
         "Arithmetic: comma-separated levels the challenger's few-shot examples come from (the difficulty its "
         "prompt shows); default all. Tasks without levels ignore it.")})
@@ -151,7 +154,7 @@ def build(cfg: TrainConfig, agent_cfg, agent_class=None):
     policy = Policy(cfg.model, lora=cfg.lora, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, bf16=cfg.bf16,
                     backend=cfg.backend, **budget)
     env_kwargs = dict(model=policy.reference_pair(), kl=kl, num_generations=cfg.num_generations, payoff=cfg.payoff,
-                      repetition_penalty=cfg.repetition_penalty)
+                      repetition_penalty=cfg.repetition_penalty, shared_challenger_prompt=cfg.shared_challenger_prompt)
     if cfg.quality:
         env_kwargs["quality"] = "self"
     if cfg.reward:
@@ -320,8 +323,7 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
     if counter is not None:
         peak = world_size * perf.peak_flops(torch.bfloat16 if cfg.bf16 else torch.float32, agent.policy.model.device)
         counter.reset()  # evaluation before the first iteration is not training work
-    # the env reset seed of round i at iteration `step`: this rank plays rounds
-    # rank * n_local ... (rank + 1) * n_local - 1
+    # env reset seeds: at iteration `step` this rank plays rounds rank * n_local ... (rank + 1) * n_local - 1
     num_queries = envs.num_envs * world_size
     first_round = distributed.rank() * envs.num_envs
     with Display(cfg.iterations, step) if is_main else contextlib.nullcontext() as display:

@@ -366,30 +366,37 @@ class Channel:
 
 
 class ChildMemory:
-    """The largest total memory of this process's children (an out-of-process engine's) that is their own: the sum of
-    their unique set sizes (USS, pages no other process maps), sampled every ``interval`` seconds by a daemon thread
-    (once a second: such an engine lives for the whole run, and each sample walks /proc inside the timed iterations).
-    Not their RSS, nor ``RUSAGE_CHILDREN``'s peak: a child forked from this process (vLLM runs ``lscpu`` so) maps all
-    of its pages until it execs, so its RSS counts this process a second time (a sample that caught one: +2.3 GB)."""
+    """This process's children's memory that is their own: the sum of their unique set sizes (USS, pages no other
+    process maps), sampled every ``interval`` seconds by a daemon thread (once a second: each sample walks /proc
+    inside the timed iterations). ``peak`` is the largest sampled total of this process's RSS and its children's
+    USS at the same moment: a child that lives only for a while (a helper process started at load) counts with what
+    this process held then, not on top of this process's later peak. Not their RSS, nor ``RUSAGE_CHILDREN``'s peak:
+    a child forked from this process (vLLM runs ``lscpu`` so) maps all of its pages until it execs, so its RSS
+    counts this process a second time (a sample that caught one: +2.3 GB)."""
 
     def __init__(self, interval: float = 1.0):
         import threading
 
-        self.peak = 0
-        threading.Thread(target=self._sample, args=(interval,), daemon=True).start()
-
-    def _sample(self, interval: float) -> None:
         import psutil
 
-        me = psutil.Process()
+        self.me, self.peak = psutil.Process(), 0
+        threading.Thread(target=self._sample, args=(interval,), daemon=True).start()
+
+    def now(self) -> int:
+        """The children's total USS now."""
+        import psutil
+
+        total = 0
+        for child in self.me.children(recursive=True):
+            try:
+                total += child.memory_full_info().uss
+            except psutil.Error:  # it ended meanwhile
+                pass
+        return total
+
+    def _sample(self, interval: float) -> None:
         while True:
-            total = 0
-            for child in me.children(recursive=True):
-                try:
-                    total += child.memory_full_info().uss
-                except psutil.Error:  # it ended meanwhile
-                    pass
-            self.peak = max(self.peak, total)
+            self.peak = max(self.peak, self.me.memory_info().rss + self.now())
             time.sleep(interval)
 
 
@@ -397,18 +404,19 @@ CHILDREN: ChildMemory | None = None  # started by the worker
 
 
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process plus its children's sampled peak (:class:`ChildMemory`), in GB."""
+    """Peak resident memory in GB: this process's peak plus the children still running (an out-of-process engine,
+    which lives for the whole run), or the largest sampled total (:class:`ChildMemory`) if that is larger."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return (own + (CHILDREN.peak if CHILDREN else 0)) / 1e9
+    return max(own + CHILDREN.now(), CHILDREN.peak) / 1e9 if CHILDREN else own / 1e9
 
 
 def peak_memory() -> dict:
     """``peak_rss_gb``, and ``peak_cuda_gb`` (torch's allocator peak on this process's GPU) where there is a GPU."""
     import torch
 
-    out = {"peak_rss_gb": peak_rss_gb(),  # and its two parts: this process, and an out-of-process engine's own pages
+    out = {"peak_rss_gb": peak_rss_gb(),  # and this process's own peak, and the children's memory at the end
            "peak_rss_main_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
-           "peak_uss_engine_gb": (CHILDREN.peak if CHILDREN else 0) / 1e9}
+           "uss_children_at_end_gb": (CHILDREN.now() if CHILDREN else 0) / 1e9}
     if torch.cuda.is_available():
         out["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1e9
     return out

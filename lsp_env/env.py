@@ -116,7 +116,9 @@ class LSPEnv(gym.Env):
 
     ## Starting State
     ``reset()`` returns the challenger's observation (in data mode: the solver's, on a prompt drawn from the list
-    with ``np_random``).
+    with ``np_random``). The challenger's prompt (the task's few-shot examples) is drawn with ``np_random``, or with
+    ``reset(options={"challenger_seed": s})`` from a generator seeded by ``s``: rounds reset with the same ``s``
+    get the same challenger prompt (the vector env's ``shared_challenger_prompt``).
 
     ## Episode End
     1. Termination: after the G-th solver answer.
@@ -222,7 +224,8 @@ class LSPEnv(gym.Env):
         if self.data_mode:
             return self._start_solver(self.prompts[int(self.np_random.integers(len(self.prompts)))])
         self._phase = "challenger"
-        self._messages = self.task.challenger_messages(self.np_random)
+        seed = (options or {}).get("challenger_seed")
+        self._messages = self.task.challenger_messages(self.np_random if seed is None else np.random.default_rng(seed))
         return self._observation(), self._info()
 
     def step(self, action):

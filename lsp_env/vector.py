@@ -32,11 +32,17 @@ class LSPVectorEnv(VectorEnv):
     reward is 0, ``terminated`` stays True and its info entries are masked out. ``reset(options={"reset_mask":
     mask})`` resets only the masked sub-envs. Observations: ``{"role": int64 array (N,), "prompt": tuple of N str}``;
     infos follow Gymnasium's vector convention (``info[key]`` arrays with a boolean ``info["_" + key]`` mask).
+
+    ``shared_challenger_prompt=True``: the rounds reset together draw one challenger prompt (the task's few-shot
+    examples), as in the paper, where the N queries of an iteration are samples from one challenger prompt: the
+    challenger's advantage against the mean over the N queries is then a baseline over samples of the same prompt,
+    and that prompt runs through the model once in the update instead of N times. Default False: a prompt per round.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.DISABLED, "render_modes": []}
 
-    def __init__(self, num_envs: int = 1, **kwargs):
+    def __init__(self, num_envs: int = 1, shared_challenger_prompt: bool = False, **kwargs):
+        self.shared_challenger_prompt = bool(shared_challenger_prompt)
         first = LSPEnv(**kwargs)
         shared = {"reward": first.reward_fn, "quality": first.quality_fn, "kl": first.kl}
         self.envs = [first] + [LSPEnv(**{**kwargs, **shared}) for _ in range(num_envs - 1)]
@@ -68,10 +74,14 @@ class LSPVectorEnv(VectorEnv):
                 else np.asarray(options["reset_mask"]))
         seeds = (seed if isinstance(seed, (list, tuple))
                  else [None if seed is None else seed + i for i in range(self.num_envs)])
+        shared = None
+        if self.shared_challenger_prompt:  # a seed of its own, drawn from the reset seed (or the env's generator)
+            shared = int(np.random.SeedSequence(seeds[0]).generate_state(1)[0] if seeds[0] is not None
+                         else self.np_random.integers(2**32))
         infos: dict = {}
         for i, env in enumerate(self.envs):
             if mask[i]:
-                self._last_obs[i], info = env.reset(seed=seeds[i])
+                self._last_obs[i], info = env.reset(seed=seeds[i], options={"challenger_seed": shared})
                 self._done[i] = False
                 infos = self._add_info(infos, info, i)
         return self._batch(self._last_obs), infos

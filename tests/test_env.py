@@ -451,6 +451,20 @@ def test_make_vec_returns_lsp_vector_env():
     assert all(env.reward_fn is envs.envs[0].reward_fn for env in envs.envs)
 
 
+@pytest.mark.parametrize("env_id", ["LSP-IF-v0", "LSP-Arith-v0"])
+def test_a_shared_challenger_prompt_is_one_per_reset_and_seeded(env_id):
+    """shared_challenger_prompt: the rounds reset together see one challenger chat (its few-shot examples); another
+    seed draws another; the same seed the same; by default each round draws its own."""
+    def chats(envs, seed):
+        _, infos = envs.reset(seed=seed)
+        return [str(m) for m in infos["messages"]]
+
+    shared, per_round = make_vec(env_id, shared_challenger_prompt=True), make_vec(env_id)
+    assert len(set(chats(shared, 0))) == 1 and chats(shared, 0) == chats(shared, 0)
+    assert chats(shared, 0) != chats(shared, 1)
+    assert len(set(chats(per_round, 0))) == 4
+
+
 def test_vector_calls_reward_hook_once_per_solver_step():
     G = 3
     hook = Counting()

@@ -127,8 +127,7 @@ class VLLMBackend:
     @torch.no_grad()
     def sync_weights(self) -> None:
         """Push the trained weights into the engine in place, then drop KV blocks cached under the old weights."""
-        # `reload_weights` runs the model's own loader (fusing q/k/v, repacking for the CPU kernels);
-        # `apply_model(load_weights)` does not work on CPU after start-up
+        # `reload_weights` runs the model's loader (fuses q/k/v, repacks for CPU); apply_model(load_weights) fails there
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(self.engine_weights().items())})
         self.llm.reset_prefix_cache()
 
