@@ -52,12 +52,17 @@ def read_run(lines: list[dict]) -> dict:
     trained = [line for line in lines if "time/iteration" in line]
     evals = [line for line in lines if "eval/prompt_strict" in line]
     final = evals[-1] if evals else {}
+    curve, trained_at = [], 0.0
+    for line in lines:  # the evaluation after the last iteration has no time of its own: that iteration's
+        trained_at = line.get("time/trained", trained_at)
+        if "eval/prompt_strict" in line:
+            curve.append((trained_at, line["eval/prompt_strict"]))
     return {
         "iterations": trained[-1]["step"] if trained else 0,
         "trained_seconds": trained[-1]["time/trained"] if trained else 0.0,
         "after": {k: final.get(f"eval/{k}") for k in FIGURES},
         "after_per_type": {k[5:]: v for k, v in final.items() if k.startswith("eval/") and ":" in k},
-        "curve": [(line.get("time/trained", 0.0), line["eval/prompt_strict"]) for line in evals],
+        "curve": curve,
         "solver_reward_curve": [(line["step"], line["reward/solver"]) for line in trained if "reward/solver" in line],
         "invalid_query_curve": [(line["step"], line["invalid_query_rate"]) for line in trained],
         # the share of the iteration's valid queries asking for each instruction type

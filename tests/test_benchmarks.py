@@ -63,6 +63,8 @@ def test_the_instruction_following_head_to_head_writes_its_results(tmp_path):
         assert arm["seeds"] == 1 and set(arm["after"]) == set(arm["after_std"]) == figures
         (run,) = arm["runs"]
         assert run["iterations"] == 2 and len(run["curve"]) == 2 and run["after_per_type"]
+        times = [t for t, _ in run["curve"]]  # the final evaluation sits at the end of training, not at 0
+        assert times == sorted(times) and times[-1] == run["trained_seconds"] > 0
     data_run = result["arms"]["data"]["runs"][0]
     assert all(mix for _, mix in data_run["asked_curve"])  # the data's requests: every iteration asks for something
     config = json.loads((tmp_path / "runs" / "lsp_kl-seed0" / "config.json").read_text())

@@ -48,10 +48,10 @@ def test_same_seed_trains_to_identical_metrics_and_weights(tmp_path, tiny_pair):
     assert any(not torch.equal(wa[name], initial[name]) for name in wa)  # the runs did train
 
 
-def rollout(env_id: str, seed: int):
+def rollout(env_id: str, seed: int, *flags: str):
     """One iteration of play from a fresh build (policy, envs, agent), as ``lsp-train --seed`` would start it."""
     cfg, agent_cfg = parse_args(["--env", env_id, *TINY, "--num-queries", "3", "--seed", str(seed),
-                                 "--output-dir", "never-written"])
+                                 "--output-dir", "never-written", *flags])
     _, envs, agent = build(cfg, agent_cfg)
     return play_iteration(envs, agent, seed=seed)
 
@@ -74,3 +74,14 @@ def test_same_seed_plays_the_same_iteration_and_another_seed_does_not(env_id):
         assert first.prompt_ids[0] != other.prompt_ids[0]
     else:  # the judge's grades of other texts are other floats
         assert not torch.equal(first.rewards, other.rewards)
+
+
+def test_shared_challenger_prompt_gives_an_iterations_challenger_rows_one_prompt_and_stays_seeded():
+    def challenger_prompts(batch):
+        return [tuple(p) for p, role in zip(batch.prompt_ids, batch.roles.tolist()) if role == 0]
+
+    shared = rollout("LSP-Arith-v0", 0, "--shared-challenger-prompt")
+    assert len(challenger_prompts(shared)) == 3 and len(set(challenger_prompts(shared))) == 1
+    assert challenger_prompts(shared) == challenger_prompts(rollout("LSP-Arith-v0", 0, "--shared-challenger-prompt"))
+    assert challenger_prompts(shared) != challenger_prompts(rollout("LSP-Arith-v0", 1, "--shared-challenger-prompt"))
+    assert len(set(challenger_prompts(rollout("LSP-Arith-v0", 0)))) == 3  # default: a prompt per round
