@@ -403,20 +403,17 @@ class ChildMemory:
 CHILDREN: ChildMemory | None = None  # started by the worker
 
 
-def peak_rss_gb() -> float:
-    """Peak resident memory in GB: this process's peak plus the children still running (an out-of-process engine,
-    which lives for the whole run), or the largest sampled total (:class:`ChildMemory`) if that is larger."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return max(own + CHILDREN.now(), CHILDREN.peak) / 1e9 if CHILDREN else own / 1e9
-
-
 def peak_memory() -> dict:
-    """``peak_rss_gb``, and ``peak_cuda_gb`` (torch's allocator peak on this process's GPU) where there is a GPU."""
+    """``peak_rss_gb``: this process's peak RSS plus the children still running (an out-of-process engine, which lives
+    for the whole run), or the largest sampled total (:class:`ChildMemory`) if that is larger; its parts
+    (``peak_rss_main_gb``, ``uss_children_at_end_gb``); and ``peak_cuda_gb`` (torch's allocator peak on this
+    process's GPU) where there is a GPU, in GB."""
     import torch
 
-    out = {"peak_rss_gb": peak_rss_gb(),  # and this process's own peak, and the children's memory at the end
-           "peak_rss_main_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
-           "uss_children_at_end_gb": (CHILDREN.now() if CHILDREN else 0) / 1e9}
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    children = CHILDREN.now() if CHILDREN else 0
+    out = {"peak_rss_gb": max(own + children, CHILDREN.peak if CHILDREN else 0) / 1e9,
+           "peak_rss_main_gb": own / 1e9, "uss_children_at_end_gb": children / 1e9}
     if torch.cuda.is_available():
         out["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1e9
     return out

@@ -296,7 +296,6 @@ def reference_mode(model):
     return disable() if callable(disable) else contextlib.nullcontext()
 
 
-
 def store_linears_in(model: torch.nn.Module, dtype: torch.dtype) -> int:
     """Keep a frozen model's ``nn.Linear`` weights in ``dtype`` (e.g. bf16 for a bf16-autocast run): half their
     memory, and the same results under autocast to ``dtype``, which would cast each fp32 weight to it the same way.
