@@ -62,10 +62,8 @@ class Policy:
             present = {name.rsplit(".", 1)[-1] for name, _ in self.model.named_modules()}
             targets = [t for t in lora_target_modules if t in present]
             if not targets:
-                raise ValueError(
-                    f"--lora: the model has none of the target modules {list(lora_target_modules)}; "
-                    f"pass --lora-target-modules with names from its layers, or train without --lora"
-                )
+                raise ValueError(f"--lora: the model has none of the target modules {list(lora_target_modules)}; "
+                                 f"pass --lora-target-modules with names from its layers, or train without --lora")
             config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules=targets, lora_dropout=0.0,
                                 task_type="CAUSAL_LM")
             self.model = get_peft_model(self.model, config)
@@ -73,6 +71,7 @@ class Policy:
         self._frozen_reference = None if lora else copy.deepcopy(self.model).eval().requires_grad_(False)
         if self._frozen_reference is not None and bf16:  # half the memory, the same log-probs under autocast
             models.store_linears_in(self._frozen_reference, torch.bfloat16)
+        models.lean_training(self.model)  # fewer activations saved for the update (after peft: LoRA layers keep theirs)
         self.model.train()
         self.backend = make_backend(backend, self.model, self.tokenizer, autocast_dtype=self.autocast_dtype,
                                     generation_dtype=self.autocast_dtype, **backend_kwargs)
@@ -98,10 +97,8 @@ class Policy:
         outputs = self.backend.generate(prompts, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                         do_sample=do_sample)
         self.flops.sequences("generate", prompts, outputs)
-        return [
-            Completion(self.tokenizer.decode(out, skip_special_tokens=True), prompt, out)
-            for prompt, out in zip(prompts, outputs)
-        ]
+        return [Completion(self.tokenizer.decode(out, skip_special_tokens=True), prompt, out)
+                for prompt, out in zip(prompts, outputs)]
 
     # ---- log-probs ------------------------------------------------------------------------------------------
     def autocast(self):
@@ -131,28 +128,28 @@ class Policy:
         grad = torch.inference_mode() if reference else nullcontext()
         reference_mode = models.reference_mode(module) if reference else nullcontext()
         with grad, reference_mode, self.autocast():
-            logits = self._completion_logits(module, [prompts[r] for r in first_rows], torch.as_tensor(owner),
-                                             targets[:, :-1], mask[:, :-1])
-            logits = logits.float() if temperature == 1.0 else logits.float() / temperature  # x / 1 is x: one pass less
-            logps = logits.gather(-1, targets.to(logits.device).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+            decoder, head = models.decoder_and_head(module)  # the LM head runs inside token_logps, in chunks
+            features = self._completion_features(decoder, head is None, [prompts[r] for r in first_rows],
+                                                  torch.as_tensor(owner), targets[:, :-1], mask[:, :-1])
+            logps = models.token_logps(features, head, targets.to(features.device), temperature)
         return logps.cpu(), mask
 
-    def _completion_logits(self, module, prompts, owner, inputs, input_mask):
-        """Logits predicting each completion token: the prompts' last positions (one pass per distinct prompt),
-        then the completion tokens before the last one fed on top of their row's prompt cache."""
+    def _completion_features(self, module, logits, prompts, owner, inputs, input_mask):
+        """The decoder's last hidden states (or the model's ``logits``) before each completion token: the prompts'
+        last positions (one pass per distinct prompt), then the completion tokens on top of their prompt's cache."""
         device = module.device
         ids, prompt_mask, positions = pad_left(prompts, self.tokenizer.pad_token_id)
         out = module(input_ids=ids.to(device), attention_mask=prompt_mask.to(device), position_ids=positions.to(device),
-                     use_cache=True, logits_to_keep=1)
-        first = out.logits[owner.to(device)]                               # (B, 1, V): predicts completion token 0
+                     use_cache=True, **({"logits_to_keep": 1} if logits else {}))
+        first = out[0][owner.to(device), -1:]                         # (B, 1, H or V): predicts completion token 0
         if inputs.shape[1] == 0:
             return first
         cache = out.past_key_values
         cache.reorder_cache(owner.to(device))     # row r gets its prompt's keys and values (index_select: grads sum)
         attention = torch.cat([prompt_mask[owner], input_mask.long()], dim=1)
         positions = prompt_mask.sum(-1)[owner, None] + torch.arange(inputs.shape[1])
-        rest = module(input_ids=inputs.to(device), attention_mask=attention.to(device),  # (B, width - 1, V)
-                      position_ids=positions.to(device), past_key_values=cache, use_cache=True).logits
+        rest = module(input_ids=inputs.to(device), attention_mask=attention.to(device),  # (B, width - 1, H or V)
+                      position_ids=positions.to(device), past_key_values=cache, use_cache=True)[0]
         return torch.cat([first, rest], dim=1)
 
     # ---- save / load ----------------------------------------------------------------------------------------

