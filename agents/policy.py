@@ -94,6 +94,7 @@ class Policy:
     def generate(self, chats: list[list[dict]], max_new_tokens: int = 64, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, do_sample: bool = True) -> list[Completion]:
         prompts = [self.prompt_ids(chat) for chat in chats]
+        models.release_freed_memory()  # the last update's activations and gradients: not resident while generating
         outputs = self.backend.generate(prompts, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                         do_sample=do_sample)
         self.flops.sequences("generate", prompts, outputs)
@@ -123,6 +124,7 @@ class Policy:
             targets[r, :len(c)] = torch.as_tensor(c, dtype=torch.long)
             mask[r, :len(c)] = 1
         first_rows, owner = distinct_prompts(prompts)
+        models.release_freed_memory()  # what generation or the last pass freed: the forward starts from less
         self.flops.sequences("train" if torch.is_grad_enabled() and not reference else "logps", prompts, completions)
         module = self.reference if reference else self.model
         grad = torch.inference_mode() if reference else nullcontext()
@@ -132,6 +134,7 @@ class Policy:
             features = self._completion_features(decoder, head is None, [prompts[r] for r in first_rows],
                                                   torch.as_tensor(owner), targets[:, :-1], mask[:, :-1])
             logps = models.token_logps(features, head, targets.to(features.device), temperature)
+        models.release_freed_memory()  # the forward's temporaries: not resident under the backward's gradients
         return logps.cpu(), mask
 
     def _completion_features(self, module, logits, prompts, owner, inputs, input_mask):
@@ -163,15 +166,14 @@ class Policy:
 
     def load_weights(self, directory: str | os.PathLike) -> None:
         """Load trained weights saved by :meth:`save` into this policy (the reference stays the base model)."""
+        from safetensors.torch import load_file
+
         directory = Path(directory)
         if self.lora:
             from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
 
             set_peft_model_state_dict(self.model, load_file(directory / "adapter_model.safetensors"))
         else:
-            from safetensors.torch import load_file
-
             state = load_file(directory / "model.safetensors")
             missing, unexpected = self.model.load_state_dict(state, strict=False)
             if unexpected or any(not k.endswith("lm_head.weight") for k in missing):

@@ -361,8 +361,7 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
             if cfg.save_every and step % cfg.save_every == 0:
                 log.checkpoint(step, agent)
     if evaluating and step:  # the final evaluation covers every level
-        lines.append({"step": step, "world_size": world_size, "final": True,
-                      **heldout(all_levels=True)})
+        lines.append({"step": step, "world_size": world_size, "final": True, **heldout(all_levels=True)})
         log.report(lines[-1])
     log.close(step, agent)
     return lines

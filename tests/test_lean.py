@@ -98,3 +98,20 @@ def test_lora_layers_keep_their_forward_and_their_gradients():
     (logps * mask).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in policy.model.named_parameters()
                if p.requires_grad)
+
+
+
+def resident_mb() -> float:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.skipif(models._malloc_trim() is None, reason="no glibc malloc_trim in this process")
+def test_freed_heap_memory_is_handed_back():
+    """Small tensors live on glibc's heap, which keeps their pages when they are freed under one still in use."""
+    tensors = [torch.ones(16_000) for _ in range(4_000)]  # 64 kB each, 256 MB in all: under the mmap threshold
+    keep = tensors[-1]
+    del tensors
+    before = resident_mb()
+    models.release_freed_memory()
+    assert resident_mb() < before - 150, (before, resident_mb())
+    assert keep.sum() == 16_000
