@@ -478,11 +478,19 @@ def _lean_mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _SwiGLUDown.apply(mlp.gate_proj(x), mlp.up_proj(x), mlp.down_proj.weight, mlp.down_proj.bias)
 
 
+def _release_before_embedding_backward(module, args, output):
+    if output.requires_grad:  # the pass's activations are freed by then; the embedding's gradient is fresh memory
+        output.register_hook(lambda grad: release_freed_memory())
+
+
 def lean_training(model: torch.nn.Module) -> None:
     """Train ``model`` with fewer saved activations and the same maths: SwiGLU MLPs keep two of their four
     intermediate tensors (:class:`_SwiGLUDown`), and under autocast each ``nn.Linear`` keeps its fp32 weight for
     backward instead of a low-precision copy (:class:`_CastLinear`). Layers that peft wraps (LoRA) keep their
-    forward; call it after wrapping."""
+    forward; call it after wrapping. And the backward hands the freed heap back (:func:`release_freed_memory`)
+    just before the input embedding's gradient, a (vocab, hidden) tensor made when all else is allocated."""
+    if hasattr(model, "get_input_embeddings"):
+        model.get_input_embeddings().register_forward_hook(_release_before_embedding_backward)
     for module in model.modules():
         if type(module) is torch.nn.Linear:
             module.forward = functools.partial(_lean_linear, module)
