@@ -1,10 +1,14 @@
 """agents/ was restructured without changing what it computes: lsp-train's metrics equal those recorded before.
 
 ``tests/data/metrics_before_redesign.json`` holds the metrics of short ``lsp-train`` runs on the tiny random model,
-recorded by this file's own ``record`` mode from the last commit before the restructuring (one learner loop for
-every agent, the round as a record from the env, one Role enum, one tokens module; the commit is in the file). The
-runs cover PG with KL in the loss and the paper's sequence loss, and GRPO with KL in the reward and two passes per
-batch (num_iterations = 2, old log-probs), each in one process and in two accelerate ranks. Every field but the
+recorded by this file's own ``record`` mode. The first record came from 986b4dd, the last commit before the
+restructuring (one learner loop for every agent, the round as a record from the env, one Role enum, one tokens
+module), and the restructured code matched it exactly. It was re-recorded once, after the memory-lean training
+forms (``lsp_env.models.lean_training``, ``token_logps``), which sum the same products in another order: their
+first case compared here differed from the record in the 7th significant digit (a loss, a KL and the gradient
+norm at its second step); ``tests/test_lean.py`` checks their log-probs and gradients against the plain model's. The commit is in the file.
+The runs cover PG with KL in the loss and the paper's sequence loss, and GRPO with KL in the reward and two passes
+per batch (num_iterations = 2, old log-probs), each in one process and in two accelerate ranks. Every field but the
 timings must be equal: a change of behaviour shows here first.
 
 Float results can differ between CPUs (kernels, vector widths), and one different sampled token changes everything
