@@ -6,10 +6,10 @@ restructuring (one learner loop for every agent, the round as a record from the 
 module), and the restructured code matched it exactly. It was re-recorded once, after the memory-lean training
 forms (``lsp_env.models.lean_training``, ``token_logps``), which sum the same products in another order: their
 first case compared here differed from the record in the 7th significant digit (a loss, a KL and the gradient
-norm at its second step); ``tests/test_lean.py`` checks their log-probs and gradients against the plain model's. The commit is in the file.
-The runs cover PG with KL in the loss and the paper's sequence loss, and GRPO with KL in the reward and two passes
-per batch (num_iterations = 2, old log-probs), each in one process and in two accelerate ranks. Every field but the
-timings must be equal: a change of behaviour shows here first.
+norm at its second step); ``tests/test_lean.py`` checks their log-probs and gradients against the plain model's.
+The commit is in the file. The runs cover PG with KL in the loss and the paper's sequence loss, and GRPO with KL in
+the reward and two passes per batch (num_iterations = 2, old log-probs), each in one process and in two accelerate
+ranks. Every field but the timings must be equal: a change of behaviour shows here first.
 
 Float results can differ between CPUs (kernels, vector widths), and one different sampled token changes everything
 after it, so the comparison runs where the record was made (same torch version, CPU model and thread count) and
