@@ -327,7 +327,7 @@ def _stored_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---- memory-lean training forms: the same maths, fewer saved activations -----------------------------------------
-LOGITS_PER_CHUNK = 2**24  # logit elements per chunk of token_logps (64 MB in fp32)
+LOGITS_PER_CHUNK = 2**22  # logit elements per chunk of token_logps (16 MB in fp32)
 
 
 @functools.cache
