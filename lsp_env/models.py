@@ -478,8 +478,12 @@ def _lean_mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _SwiGLUDown.apply(mlp.gate_proj(x), mlp.up_proj(x), mlp.down_proj.weight, mlp.down_proj.bias)
 
 
-def _release_before_embedding_backward(module, args, output):
-    if output.requires_grad:  # the pass's activations are freed by then; the embedding's gradient is fresh memory
+RELEASE_EVERY_LAYERS = 8  # the backward hands the freed heap back every this many decoder layers (and at the embedding)
+
+
+def _release_in_backward(module, args, output):
+    output = output[0] if isinstance(output, tuple) else output
+    if isinstance(output, torch.Tensor) and output.requires_grad:  # runs as the backward reaches this module
         output.register_hook(lambda grad: release_freed_memory())
 
 
@@ -488,9 +492,14 @@ def lean_training(model: torch.nn.Module) -> None:
     intermediate tensors (:class:`_SwiGLUDown`), and under autocast each ``nn.Linear`` keeps its fp32 weight for
     backward instead of a low-precision copy (:class:`_CastLinear`). Layers that peft wraps (LoRA) keep their
     forward; call it after wrapping. And the backward hands the freed heap back (:func:`release_freed_memory`)
-    just before the input embedding's gradient, a (vocab, hidden) tensor made when all else is allocated."""
-    if hasattr(model, "get_input_embeddings"):
-        model.get_input_embeddings().register_forward_hook(_release_before_embedding_backward)
+    every :data:`RELEASE_EVERY_LAYERS` decoder layers and before the input embedding's (vocab, hidden) gradient:
+    the gradients it allocates are sized unlike the activations it frees, so glibc would keep those resident and
+    take fresh pages for these."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = list(getattr(base.get_decoder(), "layers", [])) if hasattr(base, "get_decoder") else []
+    embedding = [base.get_input_embeddings()] if hasattr(base, "get_input_embeddings") else []
+    for module in layers[RELEASE_EVERY_LAYERS - 1::RELEASE_EVERY_LAYERS] + embedding:
+        module.register_forward_hook(_release_in_backward)
     for module in model.modules():
         if type(module) is torch.nn.Linear:
             module.forward = functools.partial(_lean_linear, module)
