@@ -3,8 +3,9 @@
 ``tests/data/metrics_before_redesign.json`` holds the metrics of short ``lsp-train`` runs on the tiny random model,
 recorded by this file's own ``record`` mode. The first record came from 986b4dd, the last commit before the
 restructuring (one learner loop for every agent, the round as a record from the env, one Role enum, one tokens
-module), and the restructured code matched it exactly. It was re-recorded once, after the memory-lean training
-forms (``lsp_env.models.lean_training``, ``token_logps``), which sum the same products in another order: their
+module), and the restructured code matched it exactly. It was re-recorded after the memory-lean training forms
+(``lsp_env.models.lean_training``, ``token_logps``; again when their chunk size changed), which sum the same
+products in another order: their
 first case compared here differed from the record in the 7th significant digit (a loss, a KL and the gradient
 norm at its second step); ``tests/test_lean.py`` checks their log-probs and gradients against the plain model's.
 The commit is in the file. The runs cover PG with KL in the loss and the paper's sequence loss, and GRPO with KL in
