@@ -368,6 +368,13 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.Ten
     return base.get_decoder(), head.weight
 
 
+def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
+    """One chunk's fp32 logits / T, the matmul in ``weight``'s dtype: forward and backward share it, so the logits
+    backward recomputes are bit for bit the forward's."""
+    logits = (hidden.to(weight.dtype) @ weight.T).float()
+    return logits if temperature == 1.0 else logits / temperature  # x / 1 is x: one pass less
+
+
 class _TokenLogps(torch.autograd.Function):
     """``log_softmax(hidden @ weight.T / T)`` at the targets, a chunk of tokens at a time: the (tokens, vocab)
     logits never exist whole, and backward recomputes each chunk's instead of keeping them (one more LM-head
@@ -379,8 +386,7 @@ class _TokenLogps(torch.autograd.Function):
         w = weight.to(dtype)
         logps, lses = [], []
         for start in range(0, hidden.shape[0], chunk):
-            logits = (hidden[start:start + chunk].to(dtype) @ w.T).float()
-            logits = logits if temperature == 1.0 else logits / temperature  # x / 1 is x: one pass less
+            logits = _chunk_logits(hidden[start:start + chunk], w, temperature)
             lse = logits.logsumexp(-1)
             logps.append(logits.gather(-1, targets[start:start + chunk, None]).squeeze(-1) - lse)
             lses.append(lse)
@@ -397,8 +403,7 @@ class _TokenLogps(torch.autograd.Function):
         for start in range(0, hidden.shape[0], ctx.chunk):
             rows = slice(start, start + ctx.chunk)
             h = hidden[rows].to(ctx.dtype)
-            logits = (h @ w.T).float()
-            logits = logits if ctx.temperature == 1.0 else logits / ctx.temperature
+            logits = _chunk_logits(h, w, ctx.temperature)
             g = grad[rows, None]
             # d logp(target) / d logits = onehot(target) - softmax(logits); then the 1 / T of the logits
             grad_logits = (logits - lse[rows, None]).exp_().mul_(-g).scatter_add_(1, targets[rows, None], g)
@@ -474,7 +479,7 @@ def _lean_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 def _lean_mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not torch.is_grad_enabled():
-        return mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
+        return type(mlp).forward(mlp, x)  # the model's own MLP
     return _SwiGLUDown.apply(mlp.gate_proj(x), mlp.up_proj(x), mlp.down_proj.weight, mlp.down_proj.bias)
 
 
