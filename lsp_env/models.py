@@ -327,7 +327,7 @@ def _stored_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---- memory-lean training forms: the same maths, fewer saved activations -----------------------------------------
-LOGITS_PER_CHUNK = 2**22  # logit elements per chunk of token_logps (16 MB in fp32)
+LOGITS_PER_CHUNK = 2**22  # logit elements per vocabulary slice of token_logps (16 MB in fp32)
 
 
 @functools.cache
@@ -368,50 +368,56 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.Ten
     return base.get_decoder(), head.weight
 
 
-def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
-    """One chunk's fp32 logits / T, the matmul in ``weight``'s dtype: forward and backward share it, so the logits
-    backward recomputes are bit for bit the forward's."""
-    logits = (hidden.to(weight.dtype) @ weight.T).float()
-    return logits if temperature == 1.0 else logits / temperature  # x / 1 is x: one pass less
+def _vocab_slices(scaled: torch.Tensor, weight: torch.Tensor):
+    """``(vocab slice, fp32 logits of every token over it)``, :data:`LOGITS_PER_CHUNK` logits at a time: each slice
+    of the LM head is read once, with all the tokens."""
+    width = max(1, LOGITS_PER_CHUNK // max(1, scaled.shape[0]))
+    for start in range(0, weight.shape[0], width):
+        vocab = slice(start, min(start + width, weight.shape[0]))
+        yield vocab, (scaled @ weight[vocab].T).float()
 
 
 class _TokenLogps(torch.autograd.Function):
-    """``log_softmax(hidden @ weight.T / T)`` at the targets, a chunk of tokens at a time: the (tokens, vocab)
-    logits never exist whole, and backward recomputes each chunk's instead of keeping them (one more LM-head
-    matmul for the logits' memory: the idea of Liger-Kernel's fused linear cross-entropy)."""
+    """``log_softmax(hidden @ weight.T / T)`` at the targets without the (tokens, vocab) logits ever existing whole:
+    forward and backward run a slice of the vocabulary at a time over all the tokens (:func:`_vocab_slices`), the
+    forward keeping each token's log-sum-exp and the backward recomputing the logits, so each slice of the head and
+    of its gradient is read or written once (one more LM-head matmul for the logits' memory: the idea of
+    Liger-Kernel's fused linear cross-entropy). ``1 / T`` scales the hidden states, not the logits: the same maths
+    on a tensor vocab / hidden times smaller."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, temperature, dtype):
-        chunk = max(1, LOGITS_PER_CHUNK // weight.shape[0])
+        scaled = (hidden.float() / temperature if temperature != 1.0 else hidden).to(dtype)  # logits / T = (h / T) W^T
         w = weight.to(dtype)
-        logps, lses = [], []
-        for start in range(0, hidden.shape[0], chunk):
-            logits = _chunk_logits(hidden[start:start + chunk], w, temperature)
-            lse = logits.logsumexp(-1)
-            logps.append(logits.gather(-1, targets[start:start + chunk, None]).squeeze(-1) - lse)
-            lses.append(lse)
-        ctx.save_for_backward(hidden, weight, targets, torch.cat(lses))
-        ctx.temperature, ctx.dtype, ctx.chunk = temperature, dtype, chunk
-        return torch.cat(logps)
+        lse = torch.full(targets.shape, -torch.inf, device=scaled.device)
+        picked = torch.zeros(targets.shape, device=scaled.device)
+        for vocab, logits in _vocab_slices(scaled, w):
+            lse = torch.logaddexp(lse, logits.logsumexp(-1))  # log-sum-exp over the slices seen so far
+            hit = (targets >= vocab.start) & (targets < vocab.stop)
+            picked[hit] = logits[hit, targets[hit] - vocab.start]
+        ctx.save_for_backward(scaled, weight, targets, lse)
+        ctx.temperature, ctx.hidden_dtype = temperature, hidden.dtype
+        return picked - lse
 
     @staticmethod
     def backward(ctx, grad):
-        hidden, weight, targets, lse = ctx.saved_tensors
-        w = weight.to(ctx.dtype)
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        for start in range(0, hidden.shape[0], ctx.chunk):
-            rows = slice(start, start + ctx.chunk)
-            h = hidden[rows].to(ctx.dtype)
-            logits = _chunk_logits(h, w, ctx.temperature)
-            g = grad[rows, None]
-            # d logp(target) / d logits = onehot(target) - softmax(logits); then the 1 / T of the logits
-            grad_logits = (logits - lse[rows, None]).exp_().mul_(-g).scatter_add_(1, targets[rows, None], g)
-            grad_logits = (grad_logits if ctx.temperature == 1.0 else grad_logits / ctx.temperature).to(ctx.dtype)
-            if grad_hidden is not None:
-                grad_hidden[rows] = grad_logits @ w
+        scaled, weight, targets, lse = ctx.saved_tensors
+        w = weight.to(scaled.dtype)
+        grad_scaled = torch.zeros_like(scaled, dtype=torch.float32) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.empty_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for vocab, logits in _vocab_slices(scaled, w):
+            # d logp(target) / d logits = onehot(target) - softmax(logits), for this slice of the vocabulary
+            grad_logits = logits.sub_(lse[:, None]).exp_().mul_(-grad[:, None])
+            hit = (targets >= vocab.start) & (targets < vocab.stop)
+            grad_logits[hit, targets[hit] - vocab.start] += grad[hit]
+            grad_logits = grad_logits.to(scaled.dtype)
+            if grad_scaled is not None:
+                grad_scaled += grad_logits @ w[vocab]
             if grad_weight is not None:
-                grad_weight += grad_logits.T @ h  # summed in fp32 without an fp32 copy of each chunk's
+                grad_weight[vocab] = grad_logits.T @ scaled
+        if grad_scaled is not None and ctx.temperature != 1.0:
+            grad_scaled /= ctx.temperature
+        grad_hidden = None if grad_scaled is None else grad_scaled.to(ctx.hidden_dtype)
         return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None, None
 
 
@@ -471,6 +477,51 @@ class _SwiGLUDown(torch.autograd.Function):
         return torch.ops.aten.silu_backward(grad_h * up, gate), grad_h * s, grad_w, grad_b
 
 
+class _AttentionInFP32(torch.autograd.Function):
+    """transformers' SDPA attention on bf16 / fp16 inputs, computed in fp32 and its output cast back; it keeps only
+    the low-precision query, key and value for backward and recomputes the attention there. torch's CPU flash
+    attention differentiates bf16 several times slower than fp32 at a small model's sizes (and fp32 is the more
+    exact), so training attention this way is the faster and smaller of the two."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, mask, module, options):
+        ctx.save_for_backward(query, key, value)
+        ctx.mask, ctx.module, ctx.options = mask, module, options
+        with torch.no_grad():
+            return _attention_fp32(module, query, key, value, mask, options).to(query.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inputs = [t.detach().float().requires_grad_() for t in ctx.saved_tensors]
+        with torch.enable_grad():
+            out = _attention_fp32(ctx.module, *inputs, ctx.mask, ctx.options)
+        grads = torch.autograd.grad(out, inputs, grad.float())
+        return *(g.to(t.dtype) for g, t in zip(grads, ctx.saved_tensors)), None, None, None
+
+
+def _attention_fp32(module, query, key, value, mask, options):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if mask is not None and mask.is_floating_point():
+        mask = mask.float()
+    with torch.autocast(query.device.type, enabled=False):
+        return sdpa_attention_forward(module, query.float(), key.float(), value.float(), mask, **options)[0]
+
+
+LEAN_ATTENTION = "lsp_sdpa_fp32_backward"  # the attention implementation lean_training sets on a CPU model
+
+
+def _lean_attention(module, query, key, value, attention_mask, **options):
+    """SDPA, with bf16 / fp16 training on the CPU differentiated in fp32 (:class:`_AttentionInFP32`)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    dtype = compute_dtype(query)  # under autocast, what SDPA would cast the (fp32 after RoPE) query to
+    if dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled() and query.device.type == "cpu":
+        low = [t.to(dtype) for t in (query, key, value)]
+        return _AttentionInFP32.apply(*low, attention_mask, module, options), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **options)
+
+
 def _lean_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled() and torch.is_autocast_enabled(x.device.type):
         return _CastLinear.apply(x, module.weight, module.bias, compute_dtype(x))
@@ -496,11 +547,19 @@ def lean_training(model: torch.nn.Module) -> None:
     """Train ``model`` with fewer saved activations and the same maths: SwiGLU MLPs keep two of their four
     intermediate tensors (:class:`_SwiGLUDown`), and under autocast each ``nn.Linear`` keeps its fp32 weight for
     backward instead of a low-precision copy (:class:`_CastLinear`). Layers that peft wraps (LoRA) keep their
-    forward; call it after wrapping. And the backward hands the freed heap back (:func:`release_freed_memory`)
+    forward; call it after wrapping. On the CPU, bf16 / fp16 attention is differentiated in fp32
+    (:class:`_AttentionInFP32`). And the backward hands the freed heap back (:func:`release_freed_memory`)
     every :data:`RELEASE_EVERY_LAYERS` decoder layers and before the input embedding's (vocab, hidden) gradient:
     the gradients it allocates are sized unlike the activations it frees, so glibc would keep those resident and
     take fresh pages for these."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "_attn_implementation", None) == "sdpa" and base.device.type == "cpu":
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(LEAN_ATTENTION, _lean_attention)
+        AttentionMaskInterface.register(LEAN_ATTENTION, sdpa_mask)
+        base.config._attn_implementation = LEAN_ATTENTION
     layers = list(getattr(base.get_decoder(), "layers", [])) if hasattr(base, "get_decoder") else []
     embedding = [base.get_input_embeddings()] if hasattr(base, "get_input_embeddings") else []
     for module in layers[RELEASE_EVERY_LAYERS - 1::RELEASE_EVERY_LAYERS] + embedding:
