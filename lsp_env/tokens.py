@@ -46,3 +46,27 @@ def cut_at_stop(ids: list[int], stop_ids: set[int]) -> list[int]:
         if token in stop_ids:
             return ids[:k + 1]
     return ids
+
+
+class InverseCDFSampler:
+    """A logits processor that samples the next token from ``softmax(scores)`` by inverse transform: one uniform
+    number per row against the cumulative probabilities, where ``torch.multinomial`` draws an exponential for every
+    vocabulary entry (most of a small model's decode step on a CPU). It leaves only the drawn token finite, so a
+    greedy ``generate`` takes it: the same distribution, from torch's global RNG (seeded runs repeat)."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        cdf = scores.float().softmax(-1).cumsum(-1)
+        u = torch.rand(scores.shape[0], 1, device=scores.device) * cdf[:, -1:]
+        # the first entry whose cumulative probability exceeds u: never a zero-probability (masked) one
+        token = torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, -torch.inf).scatter_(1, token, 0.0)
+
+
+def sampling_processors(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0):
+    """HF ``generate``'s sampling (temperature, then top-k, then top-p, as its own warpers run) as logits processors
+    ending in :class:`InverseCDFSampler`, for a ``generate(do_sample=False, logits_processor=...)`` call."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    warpers = ([TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []) + (
+        [TopKLogitsWarper(top_k)] if top_k > 0 else []) + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
+    return LogitsProcessorList([*warpers, InverseCDFSampler()])

@@ -7,7 +7,7 @@ from contextlib import nullcontext
 
 import torch
 
-from lsp_env.tokens import cut_at_stop, distinct_prompts, pad_left, stop_token_ids
+from lsp_env.tokens import cut_at_stop, distinct_prompts, pad_left, sampling_processors, stop_token_ids
 
 
 class HFBackend:
@@ -45,8 +45,8 @@ class HFBackend:
                  top_k: int = 0, do_sample: bool = True) -> list[list[int]]:
         """Completion ids per prompt, cut after the first stop token (kept: the policy learns to stop)."""
         completions: list[list[int]] = []
-        sampling = (dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if do_sample
-                    else dict(do_sample=False))
+        sampling = (dict(do_sample=False, logits_processor=sampling_processors(temperature, top_p, top_k)) if do_sample
+                    else dict(do_sample=False))  # HF's warpers, then one uniform draw per row (InverseCDFSampler)
         autocast = (torch.autocast(self.model.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
                     else nullcontext())
         was_training = self.model.training
