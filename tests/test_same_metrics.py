@@ -4,8 +4,9 @@
 recorded by this file's own ``record`` mode. The first record came from 986b4dd, the last commit before the
 restructuring (one learner loop for every agent, the round as a record from the env, one Role enum, one tokens
 module), and the restructured code matched it exactly. It was re-recorded after the memory-lean training forms
-(``lsp_env.models.lean_training``, ``token_logps``; again when their chunk size changed), which sum the same
-products in another order: their
+(``lsp_env.models.lean_training``, ``token_logps``; again when their chunk size changed, and when the LM head went
+to vocabulary slices), which sum the same products in another order; and again when the HF backend's sampler became
+an inverse-CDF draw (:class:`lsp_env.tokens.InverseCDFSampler`: the same distribution, other samples). The lean forms'
 first case compared here differed from the record in the 7th significant digit (a loss, a KL and the gradient
 norm at its second step); ``tests/test_lean.py`` checks their log-probs and gradients against the plain model's.
 The commit is in the file. The runs cover PG with KL in the loss and the paper's sequence loss, and GRPO with KL in
