@@ -327,7 +327,7 @@ def _stored_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---- memory-lean training forms: the same maths, fewer saved activations -----------------------------------------
-LOGITS_PER_CHUNK = 2**22  # logit elements per vocabulary slice of token_logps (16 MB in fp32)
+LOGITS_PER_SLICE = 2**22  # logit elements per vocabulary slice of token_logps (16 MB in fp32)
 
 
 @functools.cache
@@ -369,12 +369,18 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.Ten
 
 
 def _vocab_slices(scaled: torch.Tensor, weight: torch.Tensor):
-    """``(vocab slice, fp32 logits of every token over it)``, :data:`LOGITS_PER_CHUNK` logits at a time: each slice
+    """``(vocab slice, fp32 logits of every token over it)``, :data:`LOGITS_PER_SLICE` logits at a time: each slice
     of the LM head is read once, with all the tokens."""
-    width = max(1, LOGITS_PER_CHUNK // max(1, scaled.shape[0]))
+    width = max(1, LOGITS_PER_SLICE // max(1, scaled.shape[0]))
     for start in range(0, weight.shape[0], width):
         vocab = slice(start, min(start + width, weight.shape[0]))
         yield vocab, (scaled @ weight[vocab].T).float()
+
+
+def _targets_in(vocab: slice, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows whose target lies in the vocabulary slice, those targets' columns within it)``."""
+    hit = (targets >= vocab.start) & (targets < vocab.stop)
+    return hit, targets[hit] - vocab.start
 
 
 class _TokenLogps(torch.autograd.Function):
@@ -393,8 +399,8 @@ class _TokenLogps(torch.autograd.Function):
         picked = torch.zeros(targets.shape, device=scaled.device)
         for vocab, logits in _vocab_slices(scaled, w):
             lse = torch.logaddexp(lse, logits.logsumexp(-1))  # log-sum-exp over the slices seen so far
-            hit = (targets >= vocab.start) & (targets < vocab.stop)
-            picked[hit] = logits[hit, targets[hit] - vocab.start]
+            hit, column = _targets_in(vocab, targets)
+            picked[hit] = logits[hit, column]
         ctx.save_for_backward(scaled, weight, targets, lse)
         ctx.temperature, ctx.hidden_dtype = temperature, hidden.dtype
         return picked - lse
@@ -408,8 +414,8 @@ class _TokenLogps(torch.autograd.Function):
         for vocab, logits in _vocab_slices(scaled, w):
             # d logp(target) / d logits = onehot(target) - softmax(logits), for this slice of the vocabulary
             grad_logits = logits.sub_(lse[:, None]).exp_().mul_(-grad[:, None])
-            hit = (targets >= vocab.start) & (targets < vocab.stop)
-            grad_logits[hit, targets[hit] - vocab.start] += grad[hit]
+            hit, column = _targets_in(vocab, targets)
+            grad_logits[hit, column] += grad[hit]
             grad_logits = grad_logits.to(scaled.dtype)
             if grad_scaled is not None:
                 grad_scaled += grad_logits @ w[vocab]
@@ -499,13 +505,17 @@ class _AttentionInFP32(torch.autograd.Function):
         return *(g.to(t.dtype) for g, t in zip(grads, ctx.saved_tensors)), None, None, None
 
 
-def _attention_fp32(module, query, key, value, mask, options):
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+def _sdpa(module, query, key, value, mask, **options):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward  # transformers loads on first use
 
+    return sdpa_attention_forward(module, query, key, value, mask, **options)
+
+
+def _attention_fp32(module, query, key, value, mask, options):
     if mask is not None and mask.is_floating_point():
         mask = mask.float()
     with torch.autocast(query.device.type, enabled=False):
-        return sdpa_attention_forward(module, query.float(), key.float(), value.float(), mask, **options)[0]
+        return _sdpa(module, query.float(), key.float(), value.float(), mask, **options)[0]
 
 
 LEAN_ATTENTION = "lsp_sdpa_fp32_backward"  # the attention implementation lean_training sets on a CPU model
@@ -513,13 +523,21 @@ LEAN_ATTENTION = "lsp_sdpa_fp32_backward"  # the attention implementation lean_t
 
 def _lean_attention(module, query, key, value, attention_mask, **options):
     """SDPA, with bf16 / fp16 training on the CPU differentiated in fp32 (:class:`_AttentionInFP32`)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     dtype = compute_dtype(query)  # under autocast, what SDPA would cast the (fp32 after RoPE) query to
     if dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled() and query.device.type == "cpu":
         low = [t.to(dtype) for t in (query, key, value)]
         return _AttentionInFP32.apply(*low, attention_mask, module, options), None
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **options)
+    return _sdpa(module, query, key, value, attention_mask, **options)
+
+
+@functools.cache
+def _register_lean_attention() -> None:
+    """Make :data:`LEAN_ATTENTION` a transformers attention implementation (with SDPA's mask), once a process."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(LEAN_ATTENTION, _lean_attention)
+    AttentionMaskInterface.register(LEAN_ATTENTION, sdpa_mask)
 
 
 def _lean_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -554,11 +572,7 @@ def lean_training(model: torch.nn.Module) -> None:
     take fresh pages for these."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base.config, "_attn_implementation", None) == "sdpa" and base.device.type == "cpu":
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-        AttentionInterface.register(LEAN_ATTENTION, _lean_attention)
-        AttentionMaskInterface.register(LEAN_ATTENTION, sdpa_mask)
+        _register_lean_attention()
         base.config._attn_implementation = LEAN_ATTENTION
     layers = list(getattr(base.get_decoder(), "layers", [])) if hasattr(base, "get_decoder") else []
     embedding = [base.get_input_embeddings()] if hasattr(base, "get_input_embeddings") else []

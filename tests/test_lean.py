@@ -38,7 +38,7 @@ def saved_bytes(fn, model):
 @pytest.mark.parametrize("chunked", [False, True])
 def test_lean_logps_and_gradients_equal_the_plain_models(bf16, chunked, monkeypatch):
     if chunked:  # several chunks of tokens through the LM head, not one
-        monkeypatch.setattr(models, "LOGITS_PER_CHUNK", 3 * 49152)
+        monkeypatch.setattr(models, "LOGITS_PER_SLICE", 3 * 49152)
     torch.manual_seed(0)
     policy = Policy("tiny-random", bf16=bf16)
     plain = models.load_model("tiny-random")[0]
