@@ -1,6 +1,7 @@
 """Instruction following: IFEval's checkers (strict and loose), the recognisers, contradictions, hostile text, the
 data lists, IFEval's scores, and the LSP-IF envs on the tiny model."""
 
+import collections
 import json
 import time
 
@@ -402,6 +403,21 @@ def test_challenger_examples_follow_the_seed():
     assert [m["role"] for m in few] == ["system", "user", "assistant", "user", "assistant", "user"]
     with pytest.raises(ValueError, match="challenger_examples=-1"):
         InstructionsTask(challenger_examples=-1)
+
+
+def test_challenger_kinds_name_each_examples_kinds_and_spread_the_new_requests_over_every_id():
+    task = InstructionsTask(challenger_kinds=True)
+    chat = task.challenger_messages(np.random.default_rng(0))
+    for ask, example in zip(chat[1::2], chat[2::2]):  # each example answers a turn naming its own kinds
+        named = ask["content"].split(": ", 1)[1].rstrip(".").split("; ")
+        assert named == [ifx.KIND_NAMES[i.id] for i in task.recognise(example["content"])]
+    assert set(ifx.KIND_NAMES) == set(ifx.INSTRUCTION_IDS) and len(set(ifx.KIND_NAMES.values())) == len(ifx.KIND_NAMES)
+    asked = collections.Counter(kind for seed in range(400) for kind in task.challenger_messages(
+        np.random.default_rng(seed))[-1]["content"].split(": ", 1)[1].rstrip(".").split("; "))
+    assert set(asked) == set(ifx.KIND_NAMES.values()) and max(asked.values()) < 3 * min(asked.values()), asked
+    plain = InstructionsTask().challenger_messages(np.random.default_rng(0))
+    assert {m["content"] for m in plain if m["role"] == "user"} == {"Write one new request."}
+    assert [m["content"] for m in plain if m["role"] == "assistant"] == [m["content"] for m in chat[2::2]]
 
 
 # ---- scoring ---------------------------------------------------------------------------------------------------------

@@ -136,7 +136,10 @@ class InstructionsTask:
     words: set it to the generation budget of the solver). The challenger's chat holds ``challenger_examples``
     earlier turns (default 6) in which it answered with an example request written by the templates, drawn from the
     env's ``np_random``: with 6 rather than 3 the embedded model's requests are valid 20 % of the time instead of
-    14 % at temperature 1, 45 % instead of 31 % at 0.7 (64 requests each).
+    14 % at temperature 1, 45 % instead of 31 % at 0.7 (64 requests each). ``challenger_kinds=True`` names in each
+    user turn the kinds of instruction the request is to hold (``instructions.KIND_NAMES``): an example's own kinds,
+    and for the new request 1-3 kinds drawn uniformly from the env's instruction ids. The challenger still picks the
+    topic, the arguments and the wording, and the env still recognises what it wrote, not what it was asked for.
     ``answer_info`` reports, for the env's ``info``, each instruction's id, arguments and whether the answer passed.
     The held-out evaluation is :meth:`heldout` (IFEval-style items, ``dev`` and ``test`` splits) scored by
     :meth:`score` (IFEval's four accuracies and the rate per instruction id).
@@ -146,21 +149,33 @@ class InstructionsTask:
     default_reward = "instructions"
     heldout_splits = ("dev", "test")
 
-    def __init__(self, max_answer_tokens: int = instructions.DEFAULT_MAX_ANSWER_TOKENS, challenger_examples: int = 6):
+    def __init__(self, max_answer_tokens: int = instructions.DEFAULT_MAX_ANSWER_TOKENS, challenger_examples: int = 6,
+                 challenger_kinds: bool = False):
         if int(max_answer_tokens) < 1:
             raise ValueError(f"max_answer_tokens={max_answer_tokens}: the solver needs at least one token")
         if int(challenger_examples) < 0:
             raise ValueError(f"challenger_examples={challenger_examples}: want 0 or more example requests")
         self.max_answer_tokens = int(max_answer_tokens)
         self.challenger_examples = int(challenger_examples)
+        self.challenger_kinds = bool(challenger_kinds)
         self.max_answer_words = int(self.max_answer_tokens * instructions.WORDS_PER_TOKEN)
 
     def challenger_messages(self, rng: np.random.Generator) -> list[dict]:
         chat = [{"role": "system", "content": IF_CHALLENGER_SYSTEM}]
         for _ in range(self.challenger_examples):
-            example = instruction_data.generate_request(rng, max_words=self.max_answer_words)["prompt"]
-            chat += [{"role": "user", "content": IF_CHALLENGER_USER}, {"role": "assistant", "content": example}]
-        return chat + [{"role": "user", "content": IF_CHALLENGER_USER}]
+            example = instruction_data.generate_request(rng, max_words=self.max_answer_words)
+            chat += [{"role": "user", "content": self._ask(example)},
+                     {"role": "assistant", "content": example["prompt"]}]
+        # with challenger_kinds the kinds asked for are those of one more request the templates would write (its
+        # text unused): uniform over the instruction ids, 1-3 of them, never two that contradict
+        target = self.challenger_kinds and instruction_data.generate_request(rng, max_words=self.max_answer_words)
+        return chat + [{"role": "user", "content": self._ask(target)}]
+
+    def _ask(self, request: dict) -> str:
+        if not self.challenger_kinds:
+            return IF_CHALLENGER_USER
+        kinds = "; ".join(instructions.KIND_NAMES[i] for i in request["instruction_id_list"])
+        return f"{IF_CHALLENGER_USER[:-1]} with these instructions: {kinds}."
 
     def recognise(self, query: str) -> list[instructions.Instruction]:
         """The instructions of a valid request (:meth:`parse_query`'s output)."""

@@ -331,6 +331,33 @@ CHECKERS: dict[str, Callable[..., bool]] = {
     "combination:two_responses": _two_responses,
 }
 INSTRUCTION_IDS = tuple(CHECKERS)
+# what each instruction asks for, in a few plain words (the challenger's prompt can name the kinds it should use)
+KIND_NAMES = {
+    "length_constraints:number_words": "a number of words",
+    "length_constraints:number_sentences": "a number of sentences",
+    "length_constraints:number_paragraphs": "a number of paragraphs",
+    "length_constraints:nth_paragraph_first_word": "the first word of a paragraph",
+    "keywords:existence": "keywords to include",
+    "keywords:frequency": "how often a word appears",
+    "keywords:forbidden_words": "words to avoid",
+    "keywords:letter_frequency": "how often a letter appears",
+    "change_case:english_lowercase": "lowercase letters only",
+    "change_case:english_capital": "capital letters only",
+    "change_case:capital_word_frequency": "how many words are in capitals",
+    "punctuation:no_comma": "no commas",
+    "startend:end_checker": "a phrase to end with",
+    "startend:quotation": "double quotation marks around the answer",
+    "detectable_format:title": "a title in double angular brackets",
+    "detectable_format:number_bullet_lists": "a number of bullet points",
+    "detectable_format:number_highlighted_sections": "highlighted sections",
+    "detectable_format:multiple_sections": "numbered sections",
+    "detectable_format:json_format": "JSON format",
+    "detectable_format:constrained_response": "a choice among fixed answers",
+    "detectable_content:number_placeholders": "placeholders in square brackets",
+    "detectable_content:postscript": "a postscript",
+    "combination:repeat_prompt": "repeating the request first",
+    "combination:two_responses": "two different responses",
+}
 LEFT_OUT = {"language:response_language": "needs a language detector (langdetect), which is not installed"}
 
 
