@@ -62,7 +62,7 @@ def play_iteration(envs, agent, seed: int | None = None) -> Batch:
     solver_chats = [info["messages"][i] for i in rows]
 
     t = time.perf_counter()
-    answers = agent.act([chat for chat in solver_chats for _ in range(num_generations)])
+    answers = agent.act([chat for chat in solver_chats for _ in range(num_generations)]) if len(rows) else []
     timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t
     t = time.perf_counter()
     for j in range(num_generations):

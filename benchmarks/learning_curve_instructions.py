@@ -71,6 +71,19 @@ def read_run(lines: list[dict]) -> dict:
     }
 
 
+def resumed(path: Path, args) -> tuple[dict | None, list[dict]]:
+    """The starting model's figures and the runs of an earlier invocation's output, if it measured the same thing."""
+    if not path.exists():
+        return None, []
+    earlier = json.loads(path.read_text())
+    for key in ("split", "backend", "extra_flags", "model", "bf16", "budget_minutes_per_arm"):
+        mine = {"extra_flags": args.extra, "budget_minutes_per_arm": args.minutes}.get(key, getattr(args, key, None))
+        if earlier.get(key) != mine:
+            raise SystemExit(f"--resume: {path} has {key}={earlier.get(key)!r}, this invocation {mine!r}")
+    before = {**earlier["before"], "per_instruction": earlier["before_per_type"]}
+    return before, [run for arm in earlier["arms"].values() for run in arm["runs"]]
+
+
 def summarise(before: dict, runs: list[dict], args) -> dict:
     import numpy as np
 
@@ -134,6 +147,9 @@ def main() -> None:
     parser.add_argument("--split", choices=("dev", "test"), default="test")
     parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
                         help="generation backend of every run and of the starting model's evaluation")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the starting model's figures and the runs already in --output (written by the same "
+                             "split, backend and extra flags) and train only the arm-seed pairs it lacks")
     add_shared_arguments(parser, "learning_curve_instructions", eval_every=15)
     args = parser.parse_args()
 
@@ -147,17 +163,19 @@ def main() -> None:
     if args.bf16 is None:
         args.bf16 = bf16_supported()
     console = Console()
-    console.print(f"evaluating the starting model on the held-out {args.split} split ...")
-    starting = Policy(args.model, bf16=args.bf16, backend=args.backend)
-    before = instruction_following_rates(starting, args.split, max_new_tokens=64)
-    if args.backend == "vllm":  # its engine holds memory the runs need
-        starting.backend.close()
-    del starting
-    runs = []
+    before, runs = resumed(Path(args.output), args) if args.resume else (None, [])
+    if before is None:
+        console.print(f"evaluating the starting model on the held-out {args.split} split ...")
+        starting = Policy(args.model, bf16=args.bf16, backend=args.backend)
+        before = instruction_following_rates(starting, args.split, max_new_tokens=64)
+        if args.backend == "vllm":  # its engine holds memory the runs need
+            starting.backend.close()
+        del starting
+    done = {(r["arm"], r["seed"]) for r in runs}
     arms = args.arms.split(",")
     # seed by seed, every arm in turn: a run cut short still leaves each arm measured on the same seeds
     planned = [(arm, seed) for seed in range(max(args.seeds, args.lsp_seeds)) for arm in arms
-               if seed < (args.seeds if arm in ("data", "lsp_zero") else args.lsp_seeds)]
+               if seed < (args.seeds if arm in ("data", "lsp_zero") else args.lsp_seeds) and (arm, seed) not in done]
     for arm, seed in planned:
         console.print(f"training {arm} seed {seed} ...")
         flags = [*ARMS[arm], *args.extra, "--model", args.model, "--seed", str(seed), "--iterations",
@@ -170,6 +188,7 @@ def main() -> None:
         result = summarise(before, runs, args)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=1))  # partial results survive an interruption
+    result = summarise(before, runs, args)
     plot(result, Path(args.output).with_suffix(".png"))
     table = Table("arm", "seeds", "iterations", *FIGURES, title=f"held-out IFEval figures ({args.split}, greedy)")
     table.add_row("before", "", "", *(f"{result['before'][k]:.3f}" for k in FIGURES))

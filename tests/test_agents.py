@@ -234,6 +234,27 @@ def test_update_changes_the_policy_and_reports_metrics(tiny_envs, agent_class, c
     assert all(torch.equal(b, p) for b, p in zip(before, ref.parameters()))
 
 
+def test_a_round_whose_every_query_is_invalid_asks_the_agent_for_no_answers():
+    """The solver is not called with no chats (vLLM's generate cannot take an empty batch; it cut a run short)."""
+    import gymnasium
+
+    import lsp_env  # noqa: F401
+    from agents.policy import Completion
+
+    class Agent:
+        calls = []
+
+        def act(self, chats):
+            assert chats, "act called with no chats"
+            self.calls.append(len(chats))
+            return [Completion("Tell me about cats.", [1, 2], [3, 4]) for _ in chats]  # no instruction: invalid
+
+    envs = gymnasium.make_vec("LSP-IF-v0", num_envs=3, model="tiny-random", num_generations=2)
+    batch = play_iteration(envs, agent := Agent(), seed=0)
+    assert agent.calls == [3] and batch.metrics["invalid_query_rate"] == 1.0
+    assert batch.roles.tolist() == [0, 0, 0] and batch.groups.tolist() == [0, 1, 2]
+
+
 def plain_logps(model, prompt, completion, temperature=1.0):
     """Log-probs of ``completion`` after ``prompt`` from one plain, unpadded forward pass at ``temperature``."""
     with torch.no_grad():
