@@ -47,13 +47,11 @@ def test_compare_algorithms_chains_stages_and_writes_its_results(tmp_path):
 
 def test_the_instruction_following_head_to_head_writes_its_results(tmp_path):
     out = tmp_path / "if.json"
-    subprocess.run(
-        [sys.executable, "benchmarks/learning_curve_instructions.py", "--model", "tiny-random", "--iterations", "2",
-         "--minutes", "0", "--eval-every", "1", "--seeds", "1", "--lsp-seeds", "1", "--arms", "data,lsp_kl",
-         "--split", "dev", "--output", str(out), "--workdir", str(tmp_path / "runs"), "--quiet", "--",
-         "--num-queries", "2", "--num-generations", "2", "--max-completion-length", "8"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
-    )
+    command = [sys.executable, "benchmarks/learning_curve_instructions.py", "--model", "tiny-random", "--iterations",
+               "2", "--minutes", "0", "--eval-every", "1", "--seeds", "1", "--lsp-seeds", "1", "--split", "dev",
+               "--output", str(out), "--workdir", str(tmp_path / "runs"), "--quiet", "--arms", "data,lsp_kl",
+               "--", "--num-queries", "2", "--num-generations", "2", "--max-completion-length", "8"]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
     result = json.loads(out.read_text())
     assert out.with_suffix(".png").stat().st_size > 0
     figures = {"prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose"}
@@ -69,6 +67,15 @@ def test_the_instruction_following_head_to_head_writes_its_results(tmp_path):
     assert all(mix for _, mix in data_run["asked_curve"])  # the data's requests: every iteration asks for something
     config = json.loads((tmp_path / "runs" / "lsp_kl-seed0" / "config.json").read_text())
     assert config["recipe"] == "paper" and config["train"]["quality"] and config["agent"]["max_completion_length"] == 8
+    # --resume trains only what the output lacks: the earlier runs and starting figures are kept as they were
+    again = command[:-9] + ["--resume", "--arms", "data,lsp_zero,lsp_kl"] + command[-7:]
+    printed = subprocess.run(again, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    assert "evaluating the starting model" not in printed and printed.count("training ") == 1, printed
+    resumed = json.loads(out.read_text())
+    assert list(resumed["arms"]) == ["data", "lsp_kl", "lsp_zero"] and resumed["before"] == result["before"]
+    assert all(resumed["arms"][arm]["runs"] == result["arms"][arm]["runs"] for arm in ("data", "lsp_kl"))
+    changed = subprocess.run(again[:-7] + ["--split", "test"] + again[-7:], cwd=ROOT, capture_output=True, text=True)
+    assert changed.returncode != 0 and "split='dev'" in changed.stderr
 
 
 def test_minutes_to_a_rate_interpolates_between_evaluations():

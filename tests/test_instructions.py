@@ -406,7 +406,7 @@ def test_challenger_examples_follow_the_seed():
 
 
 def test_challenger_kinds_name_each_examples_kinds_and_spread_the_new_requests_over_every_id():
-    task = InstructionsTask()  # challenger_kinds is on by default
+    task = InstructionsTask(challenger_kinds=True)
     chat = task.challenger_messages(np.random.default_rng(0))
     for ask, example in zip(chat[1::2], chat[2::2]):  # each example answers a turn naming its own kinds
         named = ask["content"].split(": ", 1)[1].rstrip(".").split("; ")
@@ -415,7 +415,7 @@ def test_challenger_kinds_name_each_examples_kinds_and_spread_the_new_requests_o
     asked = collections.Counter(kind for seed in range(400) for kind in task.challenger_messages(
         np.random.default_rng(seed))[-1]["content"].split(": ", 1)[1].rstrip(".").split("; "))
     assert set(asked) == set(ifx.KIND_NAMES.values()) and max(asked.values()) < 3 * min(asked.values()), asked
-    plain = InstructionsTask(challenger_kinds=False).challenger_messages(np.random.default_rng(0))
+    plain = InstructionsTask().challenger_messages(np.random.default_rng(0))
     assert {m["content"] for m in plain if m["role"] == "user"} == {"Write one new request."}
     assert [m["content"] for m in plain if m["role"] == "assistant"] == [m["content"] for m in chat[2::2]]
 
