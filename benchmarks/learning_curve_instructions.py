@@ -148,8 +148,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
                         help="generation backend of every run and of the starting model's evaluation")
     parser.add_argument("--resume", action="store_true",
-                        help="keep the starting model's figures and the runs already in --output (written by the same "
-                             "split, backend and extra flags) and train only the arm-seed pairs it lacks")
+                        help="keep the starting model's figures and the runs already in --output (written with the "
+                             "same split, backend, model, bf16, budget and extra flags) and train only the arm-seed "
+                             "pairs it lacks")
     add_shared_arguments(parser, "learning_curve_instructions", eval_every=15)
     args = parser.parse_args()
 
