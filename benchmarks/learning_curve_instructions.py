@@ -114,6 +114,7 @@ def plot(result: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, (curves, asked) = plt.subplots(1, 2, figsize=(12, 4))
     for k, (arm, summary) in enumerate(result["arms"].items()):
@@ -127,12 +128,15 @@ def plot(result: dict, path: Path) -> None:
     selfplay = next((s["runs"][0] for arm, s in result["arms"].items() if arm != "data"), None)
     if selfplay and selfplay["asked_curve"]:
         names = sorted({name for _, mix in selfplay["asked_curve"] for name in mix})
+        steps = [step for step, _ in selfplay["asked_curve"]]
+        window = min(10, len(steps))  # an iteration holds only N queries: its own mix is mostly noise
         for name in names:
-            asked.plot([step for step, _ in selfplay["asked_curve"]],
-                       [mix.get(name, 0.0) for _, mix in selfplay["asked_curve"]], label=name.split(":")[1])
+            shares = np.convolve([mix.get(name, 0.0) for _, mix in selfplay["asked_curve"]], np.ones(window) / window,
+                                 mode="valid")
+            asked.plot(steps[window - 1:], shares, label=name.split(":")[1])
         asked.set_title(f"what the challenger asks ({selfplay['arm']}, seed {selfplay['seed']})")
         asked.set_xlabel("iteration")
-        asked.set_ylabel("share of valid queries")
+        asked.set_ylabel(f"share of valid queries (mean of the last {window} iterations)")
         asked.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
