@@ -170,6 +170,11 @@ def test_vllm_samples_more_prompt_tokens_than_one_scheduler_step(policy):
     assert policy.backend.generate(prompts, 8) == first and len(first) == 128 and all(first)
 
 
+def test_vllm_generates_nothing_for_no_prompts(policy):
+    """A round whose every query was invalid leaves the solver no prompt: an empty batch, not an error."""
+    assert policy.backend.generate([], MAX_NEW_TOKENS) == [] and policy.generate([], MAX_NEW_TOKENS) == []
+
+
 def test_vllm_keeps_the_stop_token(policy, monkeypatch):
     prompts = prompts_of(policy)
     first_token = greedy(policy)[0][0]

@@ -157,7 +157,7 @@ class VLLMBackend:
     def generate(self, prompts: list[list[int]], max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
                  top_k: int = 0, do_sample: bool = True) -> list[list[int]]:
         """Completion ids per prompt, cut after the first stop token (kept: the policy learns to stop)."""
-        longest, limit = max(map(len, prompts)) + max_new_tokens, self.llm.llm_engine.model_config.max_model_len
+        longest, limit = max(map(len, prompts), default=0) + max_new_tokens, self.llm.model_config.max_model_len
         if longest > limit:  # vLLM would end a completion early without a word
             raise ValueError(f"prompt + new tokens = {longest} > the engine's max_model_len {limit}: pass a larger one")
         params = self.sampling_params(len(prompts), max_new_tokens, temperature, top_p, top_k, do_sample)
