@@ -76,10 +76,11 @@ def resumed(path: Path, args) -> tuple[dict | None, list[dict]]:
     if not path.exists():
         return None, []
     earlier = json.loads(path.read_text())
-    for key in ("split", "backend", "extra_flags", "model", "bf16", "budget_minutes_per_arm"):
-        mine = {"extra_flags": args.extra, "budget_minutes_per_arm": args.minutes}.get(key, getattr(args, key, None))
-        if earlier.get(key) != mine:
-            raise SystemExit(f"--resume: {path} has {key}={earlier.get(key)!r}, this invocation {mine!r}")
+    mine = {"split": args.split, "backend": args.backend, "extra_flags": args.extra, "model": args.model,
+            "bf16": args.bf16, "budget_minutes_per_arm": args.minutes}  # under the keys summarise writes them
+    for key, value in mine.items():
+        if earlier.get(key) != value:
+            raise SystemExit(f"--resume: {path} has {key}={earlier.get(key)!r}, this invocation {value!r}")
     before = {**earlier["before"], "per_instruction": earlier["before_per_type"]}
     return before, [run for arm in earlier["arms"].values() for run in arm["runs"]]
 
