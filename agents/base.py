@@ -174,9 +174,7 @@ class LLMAgent:
         """
         c, kl = self.config, self.kl
         everyone = list(range(len(batch)))
-        metrics: dict = {}
-        rewards = batch.rewards
-        ref_logps = None
+        metrics, rewards, ref_logps = {}, batch.rewards, None
         kl_per_sequence = torch.zeros(len(batch))
         if kl.active:
             ref_logps = self.sequence_logps(batch, everyone, reference=True)

@@ -67,8 +67,7 @@ def peak_flops(dtype: torch.dtype = torch.float32, device: str | torch.device = 
         known = {}
     if key in known:
         return float(known[key])
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
     times = []
     for _ in range(5):
         start = time.perf_counter()

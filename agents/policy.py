@@ -54,8 +54,7 @@ class Policy:
                       else torch.device("cpu"))
         self.model, self.tokenizer = models.load_model(model)
         self.model.to(device)
-        self.lora = lora
-        self.autocast_dtype = torch.bfloat16 if bf16 else None
+        self.lora, self.autocast_dtype = lora, torch.bfloat16 if bf16 else None
         if lora:
             from peft import LoraConfig, get_peft_model
 

@@ -19,6 +19,7 @@ from lsp_env.rewards import LLMJudge
 from lsp_env.tasks import InstructionsTask, instructions
 
 from . import distributed
+from .policy import Completion
 
 
 @dataclass
@@ -38,46 +39,51 @@ class Batch:
         return len(self.prompt_ids)
 
 
-def play_iteration(envs, agent, seed: int | None = None) -> Batch:
+def play_iteration(envs, agent, seed: int | None = None, query_attempts: int = 1) -> Batch:
     """Reset every sub-env, let ``agent.act`` play both roles, and build the batch from the rounds' records
     (``info["round"]``, :class:`lsp_env.RoundResult`): the challenger's sample is paid the round's payoff, the
-    solver's j-th answer its reward r_j."""
+    solver's j-th answer its reward r_j. ``query_attempts`` k > 1: a round whose query was invalid is reset (a
+    sub-env given the action None sits a step out) and asked again, up to k queries in all, each a challenger sample
+    (paid the penalty if invalid): the solver answers more valid queries (DAPO's over-sampling, for queries)."""
     num_generations = envs.num_generations  # G: the env's setting, the one owner
-    timings = {}
+    timings = {"generate": 0.0}
     start = time.perf_counter()
     obs, info = envs.reset(seed=seed)
     num_envs = envs.num_envs
-    queries: list | None = None  # the challenger's completions (none in data mode)
-    rounds: dict[int, RoundResult] = {}  # sub-env -> its finished round
-    active = np.ones(num_envs, dtype=bool)
-
-    if (obs["role"] == Role.CHALLENGER).all():
+    chats = list(info["messages"])  # each sub-env's next turn
+    written: list[tuple[int, Completion, RoundResult | None]] = []  # (round, query, its record if invalid)
+    asking = np.arange(num_envs) if (obs["role"] == Role.CHALLENGER).all() else np.arange(0)
+    for attempt in range(query_attempts if len(asking) else 0):
+        if attempt:  # a fresh start (and challenger prompt) for each round whose query was invalid
+            seeds = None if seed is None else np.random.SeedSequence([seed, attempt]).generate_state(num_envs).tolist()
+            _, info = envs.reset(seed=seeds, options={"reset_mask": np.isin(np.arange(num_envs), asking)})
+            chats = [info["messages"][i] if i in asking else chat for i, chat in enumerate(chats)]
         t = time.perf_counter()
-        queries = agent.act(list(info["messages"]))
-        timings["generate"] = time.perf_counter() - t
-        obs, _, terminated, _, info = envs.step([c.text for c in queries])
-        rounds.update({i: info["round"][i] for i in np.flatnonzero(terminated)})  # invalid queries end at once
-        active = ~terminated
-    rows = np.flatnonzero(active)
-    solver_chats = [info["messages"][i] for i in rows]
+        queries = dict(zip(asking.tolist(), agent.act([chats[i] for i in asking])))
+        timings["generate"] += time.perf_counter() - t
+        _, _, terminated, _, info = envs.step([queries[i].text if i in queries else None for i in range(num_envs)])
+        for i, c in queries.items():  # an invalid query ends its round at once
+            written.append((i, c, info["round"][i] if terminated[i] else None))
+            chats[i] = None if terminated[i] else info["messages"][i]
+        asking = asking[terminated[asking]]
+        if not len(asking):
+            break
+    rows = [i for i in range(num_envs) if i not in asking]  # the rounds with a valid query
 
     t = time.perf_counter()
-    answers = agent.act([chat for chat in solver_chats for _ in range(num_generations)]) if len(rows) else []
-    timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t
+    answers = agent.act([chats[i] for i in rows for _ in range(num_generations)]) if rows else []
+    timings["generate"] += time.perf_counter() - t
     t = time.perf_counter()
     for j in range(num_generations):
-        actions = [""] * num_envs
-        for k, i in enumerate(rows):
-            actions[i] = answers[k * num_generations + j].text
-        _, _, terminated, _, info = envs.step(actions)
-    if len(rows):
-        rounds.update({i: info["round"][i] for i in rows})
+        by_env = dict(zip(rows, answers[j::num_generations]))
+        _, _, terminated, _, info = envs.step([by_env[i].text if i in by_env else "" for i in range(num_envs)])
+    rounds: dict[int, RoundResult] = {i: info["round"][i] for i in rows}  # sub-env -> its finished round
     # instruction following: what the valid queries asked for, the challenger's mix (every rank, even with none)
-    is_if = isinstance(envs.task, InstructionsTask)
-    asked = [[inst["id"] for inst in info["instructions"][i]] for i in rows] if is_if else None
+    asked = ([[inst["id"] for inst in info["instructions"][i]] for i in rows]
+             if isinstance(envs.task, InstructionsTask) else None)
     timings["score"] = time.perf_counter() - t
     # (completion, role, round, reward): the challenger rows first, then the solver rows, round by round
-    samples = [(c, Role.CHALLENGER, i, rounds[i].payoff) for i, c in enumerate(queries or [])]
+    samples = [(c, Role.CHALLENGER, i, (record or rounds[i]).payoff) for i, c, record in written]
     samples += [(answers[k * num_generations + j], Role.SOLVER, i, rounds[i].rewards[j])
                 for k, i in enumerate(rows) for j in range(num_generations)]
     judges = [hook for hook in (envs.reward_fn, envs.quality_fn) if isinstance(hook, LLMJudge)]
@@ -85,7 +91,7 @@ def play_iteration(envs, agent, seed: int | None = None) -> Batch:
     if judges:  # the reward-hacking monitor, for runs graded by an LLM judge
         t = time.perf_counter()
         hacking = hacking_counts(judges, [rounds[i].query for i in rows for _ in range(num_generations)],
-                                 [a.text for a in answers], [c.text for c in queries or []])
+                                 [a.text for a in answers], [c.text for _, c, _ in written])
         timings["monitor"] = time.perf_counter() - t
 
     batch = Batch(
@@ -96,9 +102,10 @@ def play_iteration(envs, agent, seed: int | None = None) -> Batch:
         groups=torch.tensor([i for _, _, i, _ in samples], dtype=torch.long),
         texts=[c.text for c, *_ in samples],
     )
-    invalid = sum(r.query is None for r in rounds.values())
+    invalid = sum(record is not None for *_, record in written)
     group_values = [rounds[i].value for i in rows]
-    batch.metrics = _round_metrics(batch, invalid, num_envs, group_values, timings, time.perf_counter() - start)
+    batch.metrics = _round_metrics(batch, invalid, len(written) or num_envs, group_values, timings,
+                                   time.perf_counter() - start)
     if hacking is not None:
         batch.metrics.update(hacking_metrics(distributed.sum_across(hacking)))
     if asked is not None:
@@ -106,21 +113,21 @@ def play_iteration(envs, agent, seed: int | None = None) -> Batch:
     return batch
 
 
-def _round_metrics(batch: Batch, invalid: int, num_envs: int, group_values: list[float], timings: dict,
+def _round_metrics(batch: Batch, invalid: int, num_queries: int, group_values: list[float], timings: dict,
                    seconds: float) -> dict:
     """The round's metrics over the GLOBAL batch (every rank's rows, gathered); timings are this rank's."""
-    metrics = {f"time/{k}": v for k, v in timings.items()}
-    metrics["time/rollout"] = seconds
+    metrics = {**{f"time/{k}": v for k, v in timings.items()}, "time/rollout": seconds}
     lengths = torch.tensor([len(c) for c in batch.completion_ids], dtype=torch.long)
     (roles, rewards, lengths), _ = distributed.gather_rows(batch.roles, batch.rewards, lengths)
-    invalid, num_envs = distributed.sum_across([invalid, num_envs])
+    invalid, num_queries = distributed.sum_across([invalid, num_queries])
     group_values = [v for values in distributed.gather_objects(group_values) for v in values]
     for role in Role:
         pick, name = roles == role, role.key
         if pick.any():
             metrics[f"reward/{name}"] = float(rewards[pick].mean())
             metrics[f"tokens/{name}"] = int(lengths[pick].sum())
-    metrics["invalid_query_rate"] = invalid / num_envs
+    metrics["invalid_query_rate"] = invalid / num_queries  # of the queries written
+    metrics["valid_queries"] = len(group_values)
     metrics["tokens/generated"] = int(lengths.sum())
     if group_values:  # V(q): the raw reward's group mean (the solve rate of the queries, for a 0/1 reward)
         metrics["group_value"] = sum(group_values) / len(group_values)

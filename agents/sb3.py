@@ -48,9 +48,7 @@ class ReferenceOpponent:
     def __init__(self, model="embedded", max_new_tokens: int = 64, do_sample: bool = True, temperature: float = 1.0):
         self.model, self.tokenizer = models.resolve(model)
         self.backend = HFBackend(self.model, self.tokenizer)
-        self.max_new_tokens = max_new_tokens
-        self.do_sample = do_sample
-        self.temperature = temperature
+        self.max_new_tokens, self.do_sample, self.temperature = max_new_tokens, do_sample, temperature
 
     def __call__(self, chats: list[list[dict]]) -> list[str]:
         prompts = [render_chat(self.tokenizer, chat) for chat in chats]
@@ -98,8 +96,7 @@ class LLMActorCriticPolicy(ActorCriticPolicy):
             pad_id = tokenizer.pad_token_id
         else:
             llm, pad_id = self.model_source, self.model_source.generation_config.pad_token_id
-        if self.pad_token_id is None:
-            self.pad_token_id = pad_id
+        self.pad_token_id = pad_id if self.pad_token_id is None else self.pad_token_id
         if self.pad_token_id is None:
             raise ValueError("no pad id known for this model: "
                              "pass policy_kwargs={'pad_token_id': tokenizer.pad_token_id}")

@@ -40,8 +40,7 @@ class Trackers:
     """The chosen trackers of one run: ``log(metrics)`` after each ``metrics.jsonl`` line, ``close()`` at the end."""
 
     def __init__(self, names: list[str], output_dir: Path, config: dict, resume: bool = False):
-        self.writers = []
-        self.run = None
+        self.writers, self.run = [], None
         output_dir = Path(output_dir)
         if "tensorboard" in names:
             from torch.utils.tensorboard import SummaryWriter

@@ -66,6 +66,9 @@ class TrainConfig:
         "Built-in reward hook name (judge, arithmetic, length); default: the env's.")})
     repetition_penalty: float = field(default=0.0, metadata={"help": (
         "Weight of the near-duplicate-query penalty on the challenger's payoff.")})
+    query_attempts: int = field(default=1, metadata={"help": (
+        "Queries a round's challenger may write: an invalid one (paid the penalty, trained on) is replaced by a "
+        "fresh one up to this many in all, so the solver answers more valid queries (DAPO-style over-sampling).")})
     shared_challenger_prompt: bool = field(default=False, metadata={"help": (
         "One challenger prompt (the task's few-shot examples) for all N rounds of an iteration, as in the paper; "
         "default one per round.")})
@@ -116,8 +119,8 @@ def validate(cfg: TrainConfig, agent_cfg):
         raise ValueError(f"--env {cfg.env!r} is not registered: use one of {sorted(lsp_env.ENV_IDS)}")
     if getattr(agent_cfg, "advantage", "group") == "group" and cfg.num_generations < 2:
         raise ValueError(f"--num-generations {cfg.num_generations}: group advantages need G >= 2 (or --advantage rae)")
-    if cfg.num_queries < 1 or cfg.iterations < 0:
-        raise ValueError("--num-queries must be >= 1 and --iterations >= 0")
+    if cfg.num_queries < 1 or cfg.iterations < 0 or cfg.query_attempts < 1:
+        raise ValueError("--num-queries and --query-attempts must be >= 1 and --iterations >= 0")
     processes = distributed.world_size()
     if cfg.num_queries % processes:
         multiple = processes * -(-cfg.num_queries // processes)
@@ -332,7 +335,8 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
 
         while step < cfg.iterations and not out_of_time():
             start = time.perf_counter()
-            batch = play_iteration(envs, agent, seed=cfg.seed * 1_000_003 + step * num_queries + first_round)
+            batch = play_iteration(envs, agent, cfg.seed * 1_000_003 + step * num_queries + first_round,
+                                   cfg.query_attempts)
             t = time.perf_counter()
             try:
                 metrics = agent.update(batch)

@@ -65,6 +65,7 @@ def read_run(lines: list[dict]) -> dict:
         "curve": curve,
         "solver_reward_curve": [(line["step"], line["reward/solver"]) for line in trained if "reward/solver" in line],
         "invalid_query_curve": [(line["step"], line["invalid_query_rate"]) for line in trained],
+        "valid_queries": sum(line.get("valid_queries", 0) for line in trained),  # the requests the solver answered
         # the share of the iteration's valid queries asking for each instruction type
         "asked_curve": [(line["step"], {k[13:]: v for k, v in line.items() if k.startswith("instructions/")
                                         and k != "instructions/per_query"}) for line in trained],
@@ -196,10 +197,12 @@ def main() -> None:
         Path(args.output).write_text(json.dumps(result, indent=1))  # partial results survive an interruption
     result = summarise(before, runs, args)
     plot(result, Path(args.output).with_suffix(".png"))
-    table = Table("arm", "seeds", "iterations", *FIGURES, title=f"held-out IFEval figures ({args.split}, greedy)")
-    table.add_row("before", "", "", *(f"{result['before'][k]:.3f}" for k in FIGURES))
+    table = Table("arm", "seeds", "iterations", "valid requests", *FIGURES,
+                  title=f"held-out IFEval figures ({args.split}, greedy)")
+    table.add_row("before", "", "", "", *(f"{result['before'][k]:.3f}" for k in FIGURES))
     for arm, s in result["arms"].items():
         table.add_row(arm, str(s["seeds"]), f"{s['iterations_mean']:.0f}",
+                      ", ".join(str(r.get("valid_queries", "?")) for r in s["runs"]),
                       *(f"{s['after'][k]:.3f} ± {s['after_std'][k]:.3f}" for k in FIGURES))
     console.print(table)
     console.print(f"gain ratio of prompt_strict against data: {result['gain_ratio']}")

@@ -29,9 +29,11 @@ class LSPVectorEnv(VectorEnv):
     Autoreset is disabled (``metadata["autoreset_mode"] = AutoresetMode.DISABLED``) on purpose: rounds last 1 step
     (invalid query) or G + 1 steps, so sub-envs finish at different steps and an iteration is "reset all, step until
     all have terminated". Stepping a finished sub-env is allowed and does nothing: its action is ignored, its
-    reward is 0, ``terminated`` stays True and its info entries are masked out. ``reset(options={"reset_mask":
-    mask})`` resets only the masked sub-envs. Observations: ``{"role": int64 array (N,), "prompt": tuple of N str}``;
-    infos follow Gymnasium's vector convention (``info[key]`` arrays with a boolean ``info["_" + key]`` mask).
+    reward is 0, ``terminated`` stays True and its info entries are masked out. An action ``None`` leaves its
+    sub-env out of the step (reward 0, its turn unchanged, info masked out): with ``reset(options={"reset_mask":
+    mask})``, which resets only the masked sub-envs, the rollout re-asks only the rounds whose query was invalid.
+    Observations: ``{"role": int64 array (N,), "prompt": tuple of N str}``; infos follow Gymnasium's vector
+    convention (``info[key]`` arrays with a boolean ``info["_" + key]`` mask).
 
     ``shared_challenger_prompt=True``: the rounds reset together draw one challenger prompt (the task's few-shot
     examples), as in the paper, where the N queries of an iteration are samples from one challenger prompt: the
@@ -89,7 +91,8 @@ class LSPVectorEnv(VectorEnv):
     def step(self, actions):
         if len(actions) != self.num_envs:
             raise ValueError(f"step needs one action per sub-env: got {len(actions)} for {self.num_envs}")
-        pending = {i: env.accept(actions[i]) for i, env in enumerate(self.envs) if not self._done[i]}
+        pending = {i: env.accept(actions[i]) for i, env in enumerate(self.envs)
+                   if not self._done[i] and actions[i] is not None}
         queries = {i: p.query for i, p in pending.items() if p.kind == "query"}
         if queries and any(self.envs[i].repetition_penalty for i in queries):
             for i, share in zip(queries, repetition_penalties(list(queries.values()))):

@@ -255,6 +255,35 @@ def test_a_round_whose_every_query_is_invalid_asks_the_agent_for_no_answers():
     assert batch.roles.tolist() == [0, 0, 0] and batch.groups.tolist() == [0, 1, 2]
 
 
+def test_query_attempts_re_ask_only_the_rounds_whose_query_was_invalid():
+    """Every query written is a challenger sample (an invalid one paid the penalty); the solver answers the valid."""
+    import gymnasium
+
+    import lsp_env  # noqa: F401
+    from agents.policy import Completion
+
+    valid, invalid = "Describe a lighthouse. Your entire answer must be in lowercase letters.", "Tell me about cats."
+
+    class Agent:
+        def __init__(self):
+            self.chats = []
+
+        def act(self, chats):
+            self.chats.append(chats)
+            texts = {1: [valid, invalid, invalid], 2: [invalid, valid], 3: [invalid]}.get(len(self.chats))
+            return [Completion(text, [1, 2], [3, 4]) for text in texts or ["all lowercase."] * len(chats)]
+
+    envs = gymnasium.make_vec("LSP-IF-v0", num_envs=3, model="tiny-random", num_generations=2)
+    batch = play_iteration(envs, agent := Agent(), seed=0, query_attempts=3)
+    assert [len(c) for c in agent.chats] == [3, 2, 1, 4]  # rounds 1 and 2, then 1 again, then 2 valid queries x G
+    assert all(c[0]["role"] == "system" and c[-1]["content"].strip() for c in agent.chats[1] + agent.chats[2])
+    assert agent.chats[3][0][-1]["content"] == valid and agent.chats[3][2][-1]["content"] == valid
+    assert batch.roles.tolist() == [0] * 6 + [1] * 4 and batch.groups.tolist() == [0, 1, 2, 1, 2, 1, 0, 0, 2, 2]
+    penalty = envs.envs[0].invalid_query_penalty
+    assert batch.rewards[[1, 2, 3, 5]].tolist() == [penalty] * 4 and batch.rewards[6:].tolist() == [1.0] * 4
+    assert batch.metrics["invalid_query_rate"] == 4 / 6 and batch.metrics["valid_queries"] == 2
+
+
 def plain_logps(model, prompt, completion, temperature=1.0):
     """Log-probs of ``completion`` after ``prompt`` from one plain, unpadded forward pass at ``temperature``."""
     with torch.no_grad():
@@ -484,6 +513,7 @@ def test_resume_without_a_checkpoint_and_rerun_into_a_used_dir_fail_clearly(tmp_
     (["--model", "no-slash-name"], "neither .embedded., .tiny-random., an existing directory nor a hub id"),
     (["--loss-type", "mean"], "loss_type"),
     (["--recipe", "fast"], "use one of"),
+    (["--query-attempts", "0"], "query-attempts must be >= 1"),
 ])
 def test_invalid_settings_fail_before_any_work(argv, error):
     with pytest.raises((ValueError, FileNotFoundError), match=error):

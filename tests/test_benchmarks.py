@@ -65,6 +65,7 @@ def test_the_instruction_following_head_to_head_writes_its_results(tmp_path):
         assert times == sorted(times) and times[-1] == run["trained_seconds"] > 0
     data_run = result["arms"]["data"]["runs"][0]
     assert all(mix for _, mix in data_run["asked_curve"])  # the data's requests: every iteration asks for something
+    assert data_run["valid_queries"] == 4  # 2 iterations x 2 requests, all valid
     config = json.loads((tmp_path / "runs" / "lsp_kl-seed0" / "config.json").read_text())
     assert config["recipe"] == "paper" and config["train"]["quality"] and config["agent"]["max_completion_length"] == 8
     # --resume trains only what the output lacks: the earlier runs and starting figures are kept as they were

@@ -6,12 +6,13 @@ restructuring (one learner loop for every agent, the round as a record from the 
 module), and the restructured code matched it exactly. It was re-recorded after the memory-lean training forms
 (``lsp_env.models.lean_training``, ``token_logps``; again when their chunk size changed, and when the LM head went
 to vocabulary slices), which sum the same products in another order; and again when the HF backend's sampler became
-an inverse-CDF draw (:class:`lsp_env.tokens.InverseCDFSampler`: the same distribution, other samples). The lean forms'
-first case compared here differed from the record in the 7th significant digit (a loss, a KL and the gradient
-norm at its second step); ``tests/test_lean.py`` checks their log-probs and gradients against the plain model's.
-The commit is in the file. The runs cover PG with KL in the loss and the paper's sequence loss, and GRPO with KL in
-the reward and two passes per batch (num_iterations = 2, old log-probs), each in one process and in two accelerate
-ranks. Every field but the timings must be equal: a change of behaviour shows here first.
+an inverse-CDF draw (:class:`lsp_env.tokens.InverseCDFSampler`: the same distribution, other samples). The last
+re-record only added the rollout's new ``valid_queries`` metric; every other field equalled the record before
+it. The lean forms' first case compared here differed from the record in the 7th significant digit (a loss, a KL
+and the gradient norm at its second step); ``tests/test_lean.py`` checks their log-probs and gradients against the
+plain model's. The commit is in the file. The runs cover PG with KL in the loss and the paper's sequence loss, and
+GRPO with KL in the reward and two passes per batch (num_iterations = 2, old log-probs), each in one process and in
+two accelerate ranks. Every field but the timings must be equal: a change of behaviour shows here first.
 
 Float results can differ between CPUs (kernels, vector widths), and one different sampled token changes everything
 after it, so the comparison runs where the record was made (same torch version, CPU model and thread count) and
