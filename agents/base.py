@@ -132,9 +132,7 @@ class LLMAgent:
     config_class = AgentConfig
 
     def __init__(self, policy: Policy, kl: KLHook | None = None, config: AgentConfig | None = None):
-        self.policy = policy
-        self.kl = kl or KLHook()
-        self.config = config or self.config_class()
+        self.policy, self.kl, self.config = policy, kl or KLHook(), config or self.config_class()
         params = [p for p in policy.model.parameters() if p.requires_grad]
         # fused: one kernel over all parameters instead of a loop over them (several times faster on CPU)
         self.optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay,

@@ -18,8 +18,7 @@ from dataclasses import fields
 RECIPES: dict[str, dict] = {
     "paper": {
         "agent": "pg", "scale_rewards": "none", "loss_type": "sequence", "advantage": "group", "payoff": "zero_sum",
-        "beta": 0.04, "kl_estimator": "k3", "kl_placement": "loss",
-        "challenger_weight": 1.0, "solver_weight": 1.0,
+        "beta": 0.04, "kl_estimator": "k3", "kl_placement": "loss", "challenger_weight": 1.0, "solver_weight": 1.0,
     },
     "tuned": {
         "agent": "grpo", "num_queries": 4, "num_generations": 8, "max_completion_length": 32, "learning_rate": 1e-5,

@@ -1,7 +1,7 @@
 """Play one iteration of the game on a vector env: N challenger queries, then N × G solver answers -> a Batch.
 
-One generation call for the N queries, one for the N × G answers. Under several processes each rank plays its share
-of the rounds; the batch holds this rank's rows, its metrics describe the global batch.
+One generation call for the N queries (one more per re-asking), one for the N × G answers. Under several processes
+each rank plays its share of the rounds; the batch holds this rank's rows, its metrics describe the global batch.
 """
 
 from __future__ import annotations
