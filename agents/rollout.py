@@ -42,9 +42,10 @@ class Batch:
 def play_iteration(envs, agent, seed: int | None = None, query_attempts: int = 1) -> Batch:
     """Reset every sub-env, let ``agent.act`` play both roles, and build the batch from the rounds' records
     (``info["round"]``, :class:`lsp_env.RoundResult`): the challenger's sample is paid the round's payoff, the
-    solver's j-th answer its reward r_j. ``query_attempts`` k > 1: a round whose query was invalid is reset (a
-    sub-env given the action None sits a step out) and asked again, up to k queries in all, each a challenger sample
-    (paid the penalty if invalid): the solver answers more valid queries (DAPO's over-sampling, for queries)."""
+    solver's j-th answer its reward r_j. ``query_attempts`` k > 1: a round whose query was invalid is reset to its
+    challenger prompt (a sub-env given the action None sits a step out) and asked again, up to k queries in all, each
+    a challenger sample (paid the penalty if invalid): the solver answers more valid queries (DAPO's over-sampling).
+    The samples of one prompt share its pass through the model in the update."""
     num_generations = envs.num_generations  # G: the env's setting, the one owner
     timings = {"generate": 0.0}
     start = time.perf_counter()
@@ -54,9 +55,8 @@ def play_iteration(envs, agent, seed: int | None = None, query_attempts: int = 1
     written: list[tuple[int, Completion, RoundResult | None]] = []  # (round, query, its record if invalid)
     asking = np.arange(num_envs) if (obs["role"] == Role.CHALLENGER).all() else np.arange(0)
     for attempt in range(query_attempts if len(asking) else 0):
-        if attempt:  # a fresh start (and challenger prompt) for each round whose query was invalid
-            seeds = None if seed is None else np.random.SeedSequence([seed, attempt]).generate_state(num_envs).tolist()
-            _, info = envs.reset(seed=seeds, options={"reset_mask": np.isin(np.arange(num_envs), asking)})
+        if attempt:  # the rounds whose query was invalid start again, from the same seed: the same challenger prompt
+            _, info = envs.reset(seed=seed, options={"reset_mask": np.isin(np.arange(num_envs), asking)})
             chats = [info["messages"][i] if i in asking else chat for i, chat in enumerate(chats)]
         t = time.perf_counter()
         queries = dict(zip(asking.tolist(), agent.act([chats[i] for i in asking])))
