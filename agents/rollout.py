@@ -1,7 +1,7 @@
 """Play one iteration of the game on a vector env: N challenger queries, then N × G solver answers -> a Batch.
 
-One generation call for the N queries (one more per re-asking), one for the N × G answers. Under several processes
-each rank plays its share of the rounds; the batch holds this rank's rows, its metrics describe the global batch.
+One generation call for the N queries (k each with `query_attempts`), one for the N × G answers. Under several
+processes each rank plays its share of the rounds; the batch holds this rank's rows, its metrics the global batch.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ class Batch:
 def play_iteration(envs, agent, seed: int | None = None, query_attempts: int = 1) -> Batch:
     """Reset every sub-env, let ``agent.act`` play both roles, and build the batch from the rounds' records
     (``info["round"]``, :class:`lsp_env.RoundResult`): the challenger's sample is paid the round's payoff, the
-    solver's j-th answer its reward r_j. ``query_attempts`` k > 1: a round whose query was invalid is reset to its
-    challenger prompt (a sub-env given the action None sits a step out) and asked again, up to k queries in all, each
-    a challenger sample (paid the penalty if invalid): the solver answers more valid queries (DAPO's over-sampling).
-    The samples of one prompt share its pass through the model in the update."""
+    solver's j-th answer its reward r_j. ``query_attempts`` k > 1: the challenger writes k queries per round in one
+    call; a round whose query was invalid is reset to its challenger prompt (a sub-env given the action None sits a
+    step out) and given the next, up to k in all, each a challenger sample (paid the penalty if invalid; unread ones
+    are dropped): the solver answers more valid queries (DAPO's over-sampling), and the update runs a prompt once."""
     num_generations = envs.num_generations  # G: the env's setting, the one owner
     timings = {"generate": 0.0}
     start = time.perf_counter()
@@ -54,13 +54,16 @@ def play_iteration(envs, agent, seed: int | None = None, query_attempts: int = 1
     chats = list(info["messages"])  # each sub-env's next turn
     written: list[tuple[int, Completion, RoundResult | None]] = []  # (round, query, its record if invalid)
     asking = np.arange(num_envs) if (obs["role"] == Role.CHALLENGER).all() else np.arange(0)
+    if len(asking) and query_attempts > 1 and seed is None:
+        raise ValueError("query_attempts > 1 needs a seed: a round asked again is reset from it, to the same prompt")
+    t = time.perf_counter()
+    # k queries per round in one call, samples of its prompt; the j-th is read only if the j - 1 before were invalid
+    drafts = agent.act([chats[i] for i in asking for _ in range(query_attempts)]) if len(asking) else []
+    timings["generate"] += time.perf_counter() - t
     for attempt in range(query_attempts if len(asking) else 0):
-        if attempt:  # the rounds whose query was invalid start again, from the same seed: the same challenger prompt
-            _, info = envs.reset(seed=seed, options={"reset_mask": np.isin(np.arange(num_envs), asking)})
-            chats = [info["messages"][i] if i in asking else chat for i, chat in enumerate(chats)]
-        t = time.perf_counter()
-        queries = dict(zip(asking.tolist(), agent.act([chats[i] for i in asking])))
-        timings["generate"] += time.perf_counter() - t
+        if attempt:  # the rounds whose query was invalid start again from the same seed: the same challenger prompt
+            envs.reset(seed=seed, options={"reset_mask": np.isin(np.arange(num_envs), asking)})
+        queries = {i: drafts[i * query_attempts + attempt] for i in asking.tolist()}
         _, _, terminated, _, info = envs.step([queries[i].text if i in queries else None for i in range(num_envs)])
         for i, c in queries.items():  # an invalid query ends its round at once
             written.append((i, c, info["round"][i] if terminated[i] else None))
@@ -69,7 +72,6 @@ def play_iteration(envs, agent, seed: int | None = None, query_attempts: int = 1
         if not len(asking):
             break
     rows = [i for i in range(num_envs) if i not in asking]  # the rounds with a valid query
-
     t = time.perf_counter()
     answers = agent.act([chats[i] for i in rows for _ in range(num_generations)]) if rows else []
     timings["generate"] += time.perf_counter() - t

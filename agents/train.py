@@ -48,13 +48,11 @@ class TrainConfig:
     lora: bool = field(default=False, metadata={"help": (
         "Train LoRA adapters (peft); the reference is then the base with adapters disabled.")})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    iterations: int = field(default=10, metadata={"help": (
-        "Training iterations (one batch of N queries x G answers each).")})
+    iterations: int = field(default=10, metadata={"help": "Training iterations (each: N queries x G answers)."})
     num_queries: int = field(default=4, metadata={"help": "N: challenger queries (rounds) per iteration."})
     num_generations: int = field(default=4, metadata={"help": "G: solver answers per query (TRL's name)."})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient for both roles (the KL hook owns it)."})
-    challenger_beta: float | None = field(default=None, metadata={"help": (
-        "Challenger's KL coefficient (overrides --beta).")})
+    challenger_beta: float | None = field(default=None, metadata={"help": "The challenger's β (overrides --beta)."})
     solver_beta: float | None = field(default=None, metadata={"help": "Solver's KL coefficient (overrides --beta)."})
     kl_estimator: str = field(default="k3", metadata={"help": "k1, k2 or k3."})
     kl_placement: str = field(default="loss", metadata={"help": "loss (the paper) or reward."})
@@ -67,8 +65,8 @@ class TrainConfig:
     repetition_penalty: float = field(default=0.0, metadata={"help": (
         "Weight of the near-duplicate-query penalty on the challenger's payoff.")})
     query_attempts: int = field(default=1, metadata={"help": (
-        "Queries a round's challenger may write: an invalid one (paid the penalty, trained on) is replaced by a "
-        "fresh one up to this many in all, so the solver answers more valid queries (DAPO-style over-sampling).")})
+        "Queries the challenger writes per round (one call): an invalid one (paid the penalty, trained on) is "
+        "replaced by the next, so the solver answers more valid queries (DAPO-style over-sampling).")})
     shared_challenger_prompt: bool = field(default=False, metadata={"help": (
         "One challenger prompt (the task's few-shot examples) for all N rounds of an iteration, as in the paper; "
         "default one per round.")})

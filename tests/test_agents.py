@@ -256,8 +256,10 @@ def test_a_round_whose_every_query_is_invalid_asks_the_agent_for_no_answers():
 
 
 def test_query_attempts_re_ask_only_the_rounds_whose_query_was_invalid():
-    """Every query written is a challenger sample (an invalid one paid the penalty); the solver answers the valid."""
+    """k queries per round in one call; a round whose query was invalid is reset to the same prompt and given the next.
+    Every query read is a challenger sample (an invalid one paid the penalty); the solver answers the valid ones."""
     import gymnasium
+    import numpy as np
 
     import lsp_env  # noqa: F401
     from agents.policy import Completion
@@ -270,18 +272,27 @@ def test_query_attempts_re_ask_only_the_rounds_whose_query_was_invalid():
 
         def act(self, chats):
             self.chats.append(chats)
-            texts = {1: [valid, invalid, invalid], 2: [invalid, valid], 3: [invalid]}.get(len(self.chats))
-            return [Completion(text, [1, 2], [3, 4]) for text in texts or ["all lowercase."] * len(chats)]
+            drafts = [valid, "unread", "unread", invalid, invalid, invalid, invalid, valid, "unread"]
+            texts = drafts if len(self.chats) == 1 else ["all lowercase."] * len(chats)
+            return [Completion(text, [1, 2], [3, 4]) for text in texts]
 
     envs = gymnasium.make_vec("LSP-IF-v0", num_envs=3, model="tiny-random", num_generations=2)
     batch = play_iteration(envs, agent := Agent(), seed=0, query_attempts=3)
-    assert [len(c) for c in agent.chats] == [3, 2, 1, 4]  # rounds 1 and 2, then 1 again, then 2 valid queries x G
-    assert agent.chats[1] == agent.chats[0][1:] and agent.chats[2] == agent.chats[0][1:2]  # re-asked, same prompts
-    assert agent.chats[3][0][-1]["content"] == valid and agent.chats[3][2][-1]["content"] == valid
+    first = agent.chats[0]
+    assert [len(c) for c in agent.chats] == [9, 4] and first[0:3] == [first[0]] * 3 and first[0] != first[3]
+    assert agent.chats[1][0][-1]["content"] == valid and agent.chats[1][2][-1]["content"] == valid
     assert batch.roles.tolist() == [0] * 6 + [1] * 4 and batch.groups.tolist() == [0, 1, 2, 1, 2, 1, 0, 0, 2, 2]
+    assert "unread" not in batch.texts
     penalty = envs.envs[0].invalid_query_penalty
     assert batch.rewards[[1, 2, 3, 5]].tolist() == [penalty] * 4 and batch.rewards[6:].tolist() == [1.0] * 4
     assert batch.metrics["invalid_query_rate"] == 4 / 6 and batch.metrics["valid_queries"] == 2
+    for shared in (False, True):  # a round reset from the iteration's seed gets back the prompt its queries saw
+        envs = gymnasium.make_vec("LSP-IF-v0", num_envs=3, model="tiny-random", shared_challenger_prompt=shared)
+        before = envs.reset(seed=5)[1]["messages"]
+        again = envs.reset(seed=5, options={"reset_mask": np.array([False, True, True])})[1]["messages"]
+        assert list(again[1:]) == list(before[1:])
+    with pytest.raises(ValueError, match="needs a seed"):
+        play_iteration(envs, Agent(), seed=None, query_attempts=2)
 
 
 def plain_logps(model, prompt, completion, temperature=1.0):
