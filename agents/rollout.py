@@ -53,25 +53,25 @@ def play_iteration(envs, agent, seed: int | None = None, query_attempts: int = 1
     num_envs = envs.num_envs
     chats = list(info["messages"])  # each sub-env's next turn
     written: list[tuple[int, Completion, RoundResult | None]] = []  # (round, query, its record if invalid)
-    asking = np.arange(num_envs) if (obs["role"] == Role.CHALLENGER).all() else np.arange(0)
-    if len(asking) and query_attempts > 1 and seed is None:
+    asking = np.full(num_envs, (obs["role"] == Role.CHALLENGER).all())  # the rounds still without a valid query
+    if asking.any() and query_attempts > 1 and seed is None:
         raise ValueError("query_attempts > 1 needs a seed: a round asked again is reset from it, to the same prompt")
     t = time.perf_counter()
     # k queries per round in one call, samples of its prompt; the j-th is read only if the j - 1 before were invalid
-    drafts = agent.act([chats[i] for i in asking for _ in range(query_attempts)]) if len(asking) else []
+    drafts = agent.act([chat for chat in chats for _ in range(query_attempts)]) if asking.any() else []
     timings["generate"] += time.perf_counter() - t
-    for attempt in range(query_attempts if len(asking) else 0):
+    for attempt in range(query_attempts if asking.any() else 0):
         if attempt:  # the rounds whose query was invalid start again from the same seed: the same challenger prompt
-            envs.reset(seed=seed, options={"reset_mask": np.isin(np.arange(num_envs), asking)})
-        queries = {i: drafts[i * query_attempts + attempt] for i in asking.tolist()}
+            envs.reset(seed=seed, options={"reset_mask": asking})
+        queries = {i: drafts[i * query_attempts + attempt] for i in np.flatnonzero(asking).tolist()}
         _, _, terminated, _, info = envs.step([queries[i].text if i in queries else None for i in range(num_envs)])
         for i, c in queries.items():  # an invalid query ends its round at once
             written.append((i, c, info["round"][i] if terminated[i] else None))
             chats[i] = None if terminated[i] else info["messages"][i]
-        asking = asking[terminated[asking]]
-        if not len(asking):
+        asking &= terminated
+        if not asking.any():
             break
-    rows = [i for i in range(num_envs) if i not in asking]  # the rounds with a valid query
+    rows = np.flatnonzero(~asking).tolist()  # the rounds with a valid query
     t = time.perf_counter()
     answers = agent.act([chats[i] for i in rows for _ in range(num_generations)]) if rows else []
     timings["generate"] += time.perf_counter() - t
