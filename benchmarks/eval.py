@@ -7,10 +7,10 @@
 arithmetic: greedy solve rate per level (held-out problems from a fixed seed, never trained on), overall and on the
 headline levels. instructions: IFEval's four figures (prompt- and instruction-level accuracy, strict and loose),
 greedy, and the rate per instruction id, on the held-out requests (`--split dev` while choosing a recipe, `test` for
-reported figures; topics not in the training list). dialogue: AlpacaEval-style win rate against the base model on the
-held-out instructions (`win_rate`, `standard_error`, `n`) and the judge's order-averaged `preference`
-(`standard_error_preference`), judged by the built-in LLM judge on the base model (see
-`lsp_env.evaluation.dialogue_win_rate`).
+reported figures; topics not in the training list; `test_rephrased`: their wording not either). dialogue:
+AlpacaEval-style win rate against the base model on the held-out instructions (`win_rate`, `standard_error`, `n`)
+and the judge's order-averaged `preference` (`standard_error_preference`), judged by the built-in LLM judge on the
+base model (see `lsp_env.evaluation.dialogue_win_rate`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lsp_env.tasks import InstructionsTask  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,7 +32,8 @@ def main() -> None:
     parser.add_argument("--base", default="embedded", help="dialogue: the model to beat (and the judge's model)")
     parser.add_argument("--problems-per-level", type=int, default=40)
     parser.add_argument("--limit", type=int, default=None, help="dialogue, instructions: first N requests only")
-    parser.add_argument("--split", choices=("dev", "test"), default="test", help="instructions: the held-out split")
+    parser.add_argument("--split", choices=InstructionsTask.heldout_splits, default="test",
+                        help="instructions: the held-out split (test_rephrased: its wording held out too)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="instructions: the answer budget")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--json", default=None, help="write the result here too")

@@ -10,13 +10,18 @@ arm and seed, one at a time so each has the whole machine):
 Held-out IFEval figures (greedy; `prompt_strict`, `prompt_loose`, `instruction_strict`, `instruction_loose`) before
 and after, on `--split` (``dev`` while choosing a recipe, ``test`` for reported figures), the rate per instruction
 type, and what the challenger learned to ask: its mix of instruction types and its invalid-query rate over training.
+`--also-splits test_rephrased` scores each run's final checkpoint (and the starting model) on more splits too:
+``test_rephrased`` holds out the wording as well as the topics (the training list shares ``test``'s sentence
+templates, so ``test`` favours the data arm).
 
     python benchmarks/learning_curve_instructions.py --split test          # 10 min per arm: 3 + 3 + 2 + 2 runs
+    python benchmarks/learning_curve_instructions.py --split test --also-splits test_rephrased --arms data,lsp_zero
     python benchmarks/learning_curve_instructions.py --minutes 2 --seeds 1 --lsp-seeds 1 --split dev \\
         --output /tmp/if.json
 
 Writes JSON (``before``: the starting model's four figures; ``arms``: arm → ``{"seeds", "after", "after_std",
-"runs"}``), a PNG beside it, and a table. Shares ``lsp_train`` with ``learning_curve.py``.
+"runs"}``; with ``--also-splits``, ``also``: split → ``{"before", "arms": arm → {"after", "after_std"},
+"gain_ratio"}``), a PNG beside it, and a table per split. Shares ``lsp_train`` with ``learning_curve.py``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.learning_curve import add_shared_arguments, lsp_train  # noqa: E402
+from lsp_env.tasks import InstructionsTask  # noqa: E402
 from lsp_env.tasks.instructions import FIGURES  # noqa: E402
 
 # every arm but lsp_kl shares the tuned GRPO recipe (its arithmetic-only parts do not apply here); the answer budget
@@ -72,38 +78,64 @@ def read_run(lines: list[dict]) -> dict:
     }
 
 
+def score_splits(model: str, splits: list[str], args) -> dict[str, dict]:
+    """IFEval's figures of one model (a name or a checkpoint directory) on each split, greedy, 64-token answers."""
+    from agents.policy import Policy
+    from lsp_env.evaluation import instruction_following_rates
+
+    policy = Policy(model, bf16=args.bf16, backend=args.backend)
+    scores = {split: instruction_following_rates(policy, split, max_new_tokens=64) for split in splits}
+    if args.backend == "vllm":  # its engine holds memory the runs need
+        policy.backend.close()
+    return scores
+
+
 def resumed(path: Path, args) -> tuple[dict | None, list[dict]]:
-    """The starting model's figures and the runs of an earlier invocation's output, if it measured the same thing."""
+    """The starting model's figures (split → rates) and the runs of an earlier invocation's output, if it measured the
+    same thing."""
     if not path.exists():
         return None, []
     earlier = json.loads(path.read_text())
     mine = {"split": args.split, "backend": args.backend, "extra_flags": args.extra, "model": args.model,
-            "bf16": args.bf16, "budget_minutes_per_arm": args.minutes}  # under the keys summarise writes them
+            "bf16": args.bf16, "budget_minutes_per_arm": args.minutes,
+            "also_splits": args.also_splits}  # under the keys summarise writes them
     for key, value in mine.items():
-        if earlier.get(key) != value:
+        if earlier.get(key, [] if key == "also_splits" else None) != value:
             raise SystemExit(f"--resume: {path} has {key}={earlier.get(key)!r}, this invocation {value!r}")
-    before = {**earlier["before"], "per_instruction": earlier["before_per_type"]}
+    before = {split: {**part["before"], "per_instruction": part["before_per_type"]}
+              for split, part in {args.split: earlier, **earlier.get("also", {})}.items()}
     return before, [run for arm in earlier["arms"].values() for run in arm["runs"]]
 
 
 def summarise(before: dict, runs: list[dict], args) -> dict:
+    """The JSON: ``before`` (split → the starting model's rates) and the runs, as means and spreads per arm."""
     import numpy as np
 
-    arms = {}
-    for arm in dict.fromkeys(r["arm"] for r in runs):
-        mine = [r for r in runs if r["arm"] == arm]
-        arms[arm] = {
-            "seeds": len(mine),
-            "after": {k: float(np.mean([r["after"][k] for r in mine])) for k in FIGURES},
-            "after_std": {k: float(np.std([r["after"][k] for r in mine])) for k in FIGURES},
-            "iterations_mean": float(np.mean([r["iterations"] for r in mine])),
-            "runs": mine,
-        }
-    gains = {arm: a["after"]["prompt_strict"] - before["prompt_strict"] for arm, a in arms.items()}
-    data_gain = gains.get("data", 0.0)
+    def per_arm(afters: dict[str, list[dict]], start: dict) -> tuple[dict, dict | None]:
+        arms = {arm: {"after": {k: float(np.mean([a[k] for a in mine])) for k in FIGURES},
+                      "after_std": {k: float(np.std([a[k] for a in mine])) for k in FIGURES}}
+                for arm, mine in afters.items()}
+        gains = {arm: a["after"]["prompt_strict"] - start["prompt_strict"] for arm, a in arms.items()}
+        data_gain = gains.get("data", 0.0)
+        return arms, ({arm: g / data_gain for arm, g in gains.items() if arm != "data"} if data_gain > 0 else None)
+
+    names = list(dict.fromkeys(r["arm"] for r in runs))
+    main, gain_ratio = per_arm({arm: [r["after"] for r in runs if r["arm"] == arm] for arm in names},
+                               before[args.split])
+    arms = {arm: {"seeds": sum(r["arm"] == arm for r in runs), **main[arm],
+                  "iterations_mean": float(np.mean([r["iterations"] for r in runs if r["arm"] == arm])),
+                  "runs": [r for r in runs if r["arm"] == arm]} for arm in names}
+    also = {}
+    for split in args.also_splits:
+        also_arms, also_ratio = per_arm(
+            {arm: [r["also_after"][split] for r in runs if r["arm"] == arm] for arm in names}, before[split])
+        also[split] = {"before": {k: before[split][k] for k in FIGURES},
+                       "before_per_type": before[split]["per_instruction"], "arms": also_arms,
+                       "gain_ratio": also_ratio}
+    start = before[args.split]
     return {
-        "before": {k: before[k] for k in FIGURES}, "before_per_type": before["per_instruction"], "arms": arms,
-        "gain_ratio": {arm: g / data_gain for arm, g in gains.items() if arm != "data"} if data_gain > 0 else None,
+        "before": {k: start[k] for k in FIGURES}, "before_per_type": start["per_instruction"], "arms": arms,
+        "gain_ratio": gain_ratio, **({"also": also, "also_splits": args.also_splits} if also else {}),
         "split": args.split, "budget_minutes_per_arm": args.minutes, "arm_flags": ARMS, "model": args.model,
         "bf16": args.bf16, "backend": args.backend, "extra_flags": args.extra,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
@@ -150,7 +182,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100000, help="or an iteration budget (plumbing tests)")
     parser.add_argument("--lsp-seeds", type=int, default=2, help="seeds for lsp and lsp_kl")
     parser.add_argument("--arms", default=",".join(ARMS))
-    parser.add_argument("--split", choices=("dev", "test"), default="test")
+    parser.add_argument("--split", choices=InstructionsTask.heldout_splits, default="test",
+                        help="the split scored during and after training (dev while choosing a recipe)")
+    parser.add_argument("--also-splits", default="",
+                        help="comma-separated further splits that score each run's final checkpoint and the "
+                             "starting model, e.g. test_rephrased (its wording held out too)")
     parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
                         help="generation backend of every run and of the starting model's evaluation")
     parser.add_argument("--resume", action="store_true",
@@ -159,12 +195,14 @@ def main() -> None:
                              "pairs it lacks")
     add_shared_arguments(parser, "learning_curve_instructions", eval_every=15)
     args = parser.parse_args()
+    args.also_splits = [split for split in args.also_splits.split(",") if split]
+    for split in args.also_splits:
+        if split not in InstructionsTask.heldout_splits or split == args.split:
+            parser.error(f"--also-splits {split}: want other splits of {InstructionsTask.heldout_splits}")
 
     from rich.console import Console
     from rich.table import Table
 
-    from agents.policy import Policy
-    from lsp_env.evaluation import instruction_following_rates
     from lsp_env.models import bf16_supported
 
     if args.bf16 is None:
@@ -172,12 +210,8 @@ def main() -> None:
     console = Console()
     before, runs = resumed(Path(args.output), args) if args.resume else (None, [])
     if before is None:
-        console.print(f"evaluating the starting model on the held-out {args.split} split ...")
-        starting = Policy(args.model, bf16=args.bf16, backend=args.backend)
-        before = instruction_following_rates(starting, args.split, max_new_tokens=64)
-        if args.backend == "vllm":  # its engine holds memory the runs need
-            starting.backend.close()
-        del starting
+        console.print(f"evaluating the starting model on the held-out {[args.split, *args.also_splits]} splits ...")
+        before = score_splits(args.model, [args.split, *args.also_splits], args)
     done = {(r["arm"], r["seed"]) for r in runs}
     arms = args.arms.split(",")
     # seed by seed, every arm in turn: a run cut short still leaves each arm measured on the same seeds
@@ -190,22 +224,31 @@ def main() -> None:
                  "--eval-at-start", "false", "--eval-split", args.split, "--bf16", "true" if args.bf16 else "false",
                  "--backend", args.backend]
         start = time.time()
-        lines = lsp_train(flags, Path(args.workdir) / f"{arm}-seed{seed}", args.quiet)
-        runs.append({"arm": arm, "seed": seed, "wall_seconds": time.time() - start, **read_run(lines)})
+        out = Path(args.workdir) / f"{arm}-seed{seed}"
+        lines = lsp_train(flags, out, args.quiet)
+        run = {"arm": arm, "seed": seed, "wall_seconds": time.time() - start, **read_run(lines)}
+        if args.also_splits:  # the final checkpoint, which lsp-train always writes
+            scores = score_splits(str(out / (out / "latest").read_text().strip()), args.also_splits, args)
+            run["also_after"] = {split: {**{k: r[k] for k in FIGURES},
+                                         "per_type": {i: v["strict"] for i, v in r["per_instruction"].items()}}
+                                 for split, r in scores.items()}
+        runs.append(run)
         result = summarise(before, runs, args)
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=1))  # partial results survive an interruption
     result = summarise(before, runs, args)
     plot(result, Path(args.output).with_suffix(".png"))
-    table = Table("arm", "seeds", "iterations", "valid requests", *FIGURES,
-                  title=f"held-out IFEval figures ({args.split}, greedy)")
-    table.add_row("before", "", "", "", *(f"{result['before'][k]:.3f}" for k in FIGURES))
-    for arm, s in result["arms"].items():
-        table.add_row(arm, str(s["seeds"]), f"{s['iterations_mean']:.0f}",
-                      ", ".join(str(r.get("valid_queries", "?")) for r in s["runs"]),
-                      *(f"{s['after'][k]:.3f} ± {s['after_std'][k]:.3f}" for k in FIGURES))
-    console.print(table)
-    console.print(f"gain ratio of prompt_strict against data: {result['gain_ratio']}")
+    for split, part in {args.split: result, **result.get("also", {})}.items():
+        table = Table("arm", "seeds", "iterations", "valid requests", *FIGURES,
+                      title=f"held-out IFEval figures ({split}, greedy)")
+        table.add_row("before", "", "", "", *(f"{part['before'][k]:.3f}" for k in FIGURES))
+        for arm, s in part["arms"].items():
+            mine = result["arms"][arm]
+            table.add_row(arm, str(mine["seeds"]), f"{mine['iterations_mean']:.0f}",
+                          ", ".join(str(r.get("valid_queries", "?")) for r in mine["runs"]),
+                          *(f"{s['after'][k]:.3f} ± {s['after_std'][k]:.3f}" for k in FIGURES))
+        console.print(table)
+        console.print(f"gain ratio of prompt_strict against data ({split}): {part['gain_ratio']}")
 
 
 if __name__ == "__main__":

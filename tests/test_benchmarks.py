@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from lsp_env.tasks import instructions as ifx
+
 pytestmark = pytest.mark.slow  # 12 lsp-train subprocesses, ~2.5 min on 2 cores
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +51,8 @@ def test_the_instruction_following_head_to_head_writes_its_results(tmp_path):
     out = tmp_path / "if.json"
     command = [sys.executable, "benchmarks/learning_curve_instructions.py", "--model", "tiny-random", "--iterations",
                "2", "--minutes", "0", "--eval-every", "1", "--seeds", "1", "--lsp-seeds", "1", "--split", "dev",
-               "--output", str(out), "--workdir", str(tmp_path / "runs"), "--quiet", "--arms", "data,lsp_kl",
+               "--also-splits", "test_rephrased", "--output", str(out), "--workdir", str(tmp_path / "runs"), "--quiet",
+               "--arms", "data,lsp_kl",
                "--", "--num-queries", "2", "--num-generations", "2", "--max-completion-length", "8"]
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
     result = json.loads(out.read_text())
@@ -63,6 +66,12 @@ def test_the_instruction_following_head_to_head_writes_its_results(tmp_path):
         assert run["iterations"] == 2 and len(run["curve"]) == 2 and run["after_per_type"]
         times = [t for t, _ in run["curve"]]  # the final evaluation sits at the end of training, not at 0
         assert times == sorted(times) and times[-1] == run["trained_seconds"] > 0
+    also = result["also"]["test_rephrased"]  # each run's final checkpoint, scored on the rephrased split too
+    assert set(also["before"]) == figures and set(also["arms"]) == {"data", "lsp_kl"}
+    for name, arm in also["arms"].items():
+        (run,) = result["arms"][name]["runs"]
+        assert arm["after"] == {k: run["also_after"]["test_rephrased"][k] for k in figures}
+        assert set(run["also_after"]["test_rephrased"]["per_type"]) <= set(ifx.INSTRUCTION_IDS)
     data_run = result["arms"]["data"]["runs"][0]
     assert all(mix for _, mix in data_run["asked_curve"])  # the data's requests: every iteration asks for something
     assert data_run["valid_queries"] == 4  # 2 iterations x 2 requests, all valid
@@ -74,6 +83,7 @@ def test_the_instruction_following_head_to_head_writes_its_results(tmp_path):
     assert "evaluating the starting model" not in printed and printed.count("training ") == 1, printed
     resumed = json.loads(out.read_text())
     assert list(resumed["arms"]) == ["data", "lsp_kl", "lsp_zero"] and resumed["before"] == result["before"]
+    assert resumed["also"]["test_rephrased"]["before"] == also["before"]
     assert all(resumed["arms"][arm]["runs"] == result["arms"][arm]["runs"] for arm in ("data", "lsp_kl"))
     changed = subprocess.run(again[:-7] + ["--split", "test"] + again[-7:], cwd=ROOT, capture_output=True, text=True)
     assert changed.returncode != 0 and "split='dev'" in changed.stderr

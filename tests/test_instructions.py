@@ -3,6 +3,7 @@ data lists, IFEval's scores, and the LSP-IF envs on the tiny model."""
 
 import collections
 import json
+import re
 import time
 
 import gymnasium
@@ -218,20 +219,33 @@ def test_prose_without_instructions(text):
     assert recognise(text).instructions == []
 
 
+@pytest.mark.parametrize("templates", [ifx.TEMPLATES, instruction_data.REPHRASED_TEMPLATES],
+                         ids=["training", "rephrased"])
 @pytest.mark.parametrize("name", ifx.INSTRUCTION_IDS)
-def test_every_template_is_recognised_with_its_arguments(name):
+def test_every_template_is_recognised_with_its_arguments(name, templates):
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(20):  # both relations, and several arguments
         instruction = ifx.sample_instruction(name, rng)
         if name == "combination:repeat_prompt":
             instruction = inst(name, prompt_to_repeat="Describe owls.")
-        for index, template in enumerate(ifx.templates_for(instruction)):
+        for index, template in enumerate(ifx.templates_for(instruction, templates)):
             seen.add(template)
-            sentence = ifx.describe(instruction, rng, template=index)
+            sentence = ifx.describe(instruction, rng, template=index, templates=templates)
             text = "Describe owls. " + sentence if name != "combination:repeat_prompt" else sentence + " Describe owls."
             assert [(i.id, i.kwargs) for i in recognise(text).instructions] == [(name, instruction.kwargs)], text
-    assert seen == {t for _, t in ifx.TEMPLATES[name]}
+    assert seen == {t for _, t in templates[name]}
+
+
+@pytest.mark.parametrize(("text", "relation", "count"), [
+    ("Do not write more than four sentences.", LESS_THAN, 5), ("Never use fewer than 3 sentences.", AT_LEAST, 3),
+    ("You must not use over 2 sentences.", LESS_THAN, 3),
+    ("Do not use commas. Write at least 4 sentences.", AT_LEAST, 4),
+    ("Your answer should exceed 3 sentences.", AT_LEAST, 4), ("Do not exceed 3 sentences.", LESS_THAN, 4),
+    ("Keep it shorter than 3 sentences.", LESS_THAN, 3), ("Make it 3 sentences long or longer.", AT_LEAST, 3)])
+def test_a_negated_or_comparative_count_keeps_its_meaning(text, relation, count):
+    found = [i for i in recognise(text).instructions if i.id == "length_constraints:number_sentences"]
+    assert found == [inst("length_constraints:number_sentences", num_sentences=count, relation=relation)], text
 
 
 def test_several_instructions_in_one_request():
@@ -383,6 +397,23 @@ def test_heldout_topics_are_never_trained_on(heldout):
     joined = "\n".join(training)
     for item in heldout["dev"] + heldout["test"]:
         assert item["topic"] in instruction_data.EVAL_TOPICS and item["topic"] not in joined
+
+
+def test_the_rephrased_split_holds_out_the_wording_too(heldout):
+    def sentences(text):  # of five words or more: IFEval's fixed options ("My answer is no.") are shared text
+        return {piece for piece in re.split(r"(?<=[.!?])\s+", text) if len(re.findall(r"[A-Za-z]+", piece)) >= 5}
+
+    rephrased = heldout["test_rephrased"]
+    assert len(rephrased) >= 200 and len({i for item in rephrased for i in item["instruction_id_list"]}) >= 20
+    assert not set(instruction_data.REPHRASED_FRAMES) & set(instruction_data.FRAMES)
+    for name, entries in instruction_data.REPHRASED_TEMPLATES.items():
+        assert not {t for _, t in entries} & {t for _, t in ifx.TEMPLATES[name]}, name
+    task = InstructionsTask()
+    seen = set().union(*map(sentences, task.default_prompts()))
+    for seed in range(50):  # and the challenger's examples
+        seen |= {s for m in task.challenger_messages(np.random.default_rng(seed)) for s in sentences(m["content"])}
+    for item in rephrased:
+        assert not sentences(item["prompt"]) & seen, item["prompt"]
 
 
 def test_data_files_are_what_the_seeded_generator_writes(tmp_path, heldout):

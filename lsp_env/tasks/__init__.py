@@ -144,13 +144,14 @@ class InstructionsTask:
     picks the topic, the arguments and the wording, and the env still recognises what it wrote, not what it was
     asked for (the named kinds appeared in about a quarter of the valid requests).
     ``answer_info`` reports, for the env's ``info``, each instruction's id, arguments and whether the answer passed.
-    The held-out evaluation is :meth:`heldout` (IFEval-style items, ``dev`` and ``test`` splits) scored by
+    The held-out evaluation is :meth:`heldout` (IFEval-style items: ``dev`` and ``test`` hold out the topics,
+    ``test_rephrased`` the topics and the wording, see :mod:`lsp_env.tasks.instruction_data`) scored by
     :meth:`score` (IFEval's four accuracies and the rate per instruction id).
     """
 
     name = "instructions"
     default_reward = "instructions"
-    heldout_splits = ("dev", "test")
+    heldout_splits = ("dev", "test", "test_rephrased")
 
     def __init__(self, max_answer_tokens: int = instructions.DEFAULT_MAX_ANSWER_TOKENS, challenger_examples: int = 6,
                  challenger_kinds: bool = False):

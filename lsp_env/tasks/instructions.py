@@ -457,8 +457,8 @@ def _words_re(phrases: str) -> str:
 _RELATIONS = {
     **dict.fromkeys(["at least", "no fewer than", "no less than", "not fewer than", "not less than",
                      "a minimum of", "minimum of", "minimum"], (AT_LEAST, 0)),
-    **dict.fromkeys(["more than", "over", "upwards of"], (AT_LEAST, 1)),
-    **dict.fromkeys(["less than", "fewer than", "under", "below"], (LESS_THAN, 0)),
+    **dict.fromkeys(["more than", "over", "upwards of", "longer than", "exceed", "exceeding"], (AT_LEAST, 1)),
+    **dict.fromkeys(["less than", "fewer than", "under", "below", "shorter than"], (LESS_THAN, 0)),
     **dict.fromkeys(["at most", "no more than", "not more than", "a maximum of", "maximum of", "maximum", "up to",
                      "not exceeding", "within", "no longer than", "not longer than"], (LESS_THAN, 1)),
 }
@@ -494,19 +494,22 @@ def _relation(match: re.Match, default: str | None = None) -> tuple[str, int]:
     if groups.get("rel"):
         relation, shift = _RELATIONS[re.sub(r"\s+", " ", groups["rel"].lower())]
     elif groups.get("suffix"):
-        relation, shift = (AT_LEAST, 0) if groups["suffix"].lower() == "more" else (LESS_THAN, 1)
+        relation, shift = (AT_LEAST, 0) if groups["suffix"].lower() in ("more", "longer") else (LESS_THAN, 1)
     elif default:
         relation, shift = default, 0
     else:
         raise _Problem(f"{match.group(0)!r}: say 'at least N' or 'less than N'")
+    if groups.get("neg"):  # "do not write more than 4 sentences": not (count >= 5) is count < 5
+        relation = LESS_THAN if relation == AT_LEAST else AT_LEAST
     return relation, min(n + shift, _TOO_LARGE)
 
 
 def _bounded(noun: str) -> list[str]:
-    """Patterns for a count of ``noun`` with a relation: 'at least N words', 'N words or more', 'between N and M',
-    'limit your answer to N words' (at most N)."""
-    return [rf"\b(?P<rel>{REL})\s+(?P<n>{NUM})\s+{noun}",
-            rf"\b(?P<n>{NUM})\s+{noun}\s+or\s+(?P<suffix>more|fewer|less)\b",
+    """Patterns for a count of ``noun`` with a relation: 'at least N words' (negated: 'do not write more than N
+    words'), 'N words or more', 'N words long or longer', 'between N and M', 'limit your answer to N words' (at
+    most N)."""
+    return [rf"\b(?:(?P<neg>{_NEGATION})\s+(?:\w+\s+){{0,2}}?)?(?P<rel>{REL})\s+(?P<n>{NUM})\s+{noun}",
+            rf"\b(?P<n>{NUM})\s+{noun}\s+(?:long\s+)?or\s+(?P<suffix>more|fewer|less|longer|shorter)\b",
             rf"\bbetween\s+(?P<lo>{NUM})\s+and\s+(?P<hi>{NUM})\s+{noun}",
             rf"\b(?:limit|restrict|cap|keep)\s+(?:\w+\s+){{0,2}}?to\s+(?:a\s+maximum\s+of\s+)?(?P<lim>{NUM})\s+{noun}"]
 
@@ -721,7 +724,7 @@ _RECOGNISERS: list[tuple[str, tuple[str, ...], list[str], Callable]] = [
         rf"\b{_NEGATION}\s+(?:use|include|contain|write)\s+(?:any\s+)?lower[\s-]?case\s+letters\b"], _none),
     ("keywords:forbidden_words", ('word', 'term'), [
         rf"\b{_NEGATION}\s+(?:use|include|mention|say|write|contain)\s+(?:any\s+of\s+)?(?:the\s+)?(?:following\s+)?{_NOUN}\s*:?\s*{_LIST}",
-        rf"\b(?:avoid|without|refrain\s+from|exclude|excluding)\s+(?:using\s+|mentioning\s+|saying\s+)?(?:any\s+of\s+)?(?:the\s+)?(?:following\s+)?{_NOUN}\s*:?\s*{_LIST}",
+        rf"\b(?:avoid|without|refrain\s+from|exclude|excluding|leave\s+out|omit)\s+(?:using\s+|mentioning\s+|saying\s+)?(?:any\s+of\s+)?(?:the\s+)?(?:following\s+)?{_NOUN}\s*:?\s*{_LIST}",
         rf"\b(?:the\s+)?{_NOUN}\s+(?P<list>[^.;!?\n(]{{1,160}}?)\s+(?:are|is)\s+(?:forbidden|banned|not\s+allowed|off[\s-]limits|prohibited)"],
      _list_builder("forbidden_words")),
     ("keywords:existence", ('word', 'term'), [
@@ -729,7 +732,7 @@ _RECOGNISERS: list[tuple[str, tuple[str, ...], list[str], Callable]] = [
         rf"\b(?:with|including)\s+the\s+{_NOUN}\s*:?\s*{_LIST}",
         rf"\b(?:the\s+)?{_NOUN}\s+(?P<list>[^.;!?\n(]{{1,160}}?)\s+{_SHOULD_APPEAR}"], _list_builder("keywords")),
     ("length_constraints:number_paragraphs", ('paragraph',), [
-        rf"\b(?:there\s+should\s+be|exactly|write|use|in|with|into|contain|have|has)\s+(?:exactly\s+)?(?P<n>{NUM})\s+paragraphs?\b"],
+        rf"\b(?:there\s+should\s+be|exactly|write|use|in|with|into|contain|have|has|needs?|requires?)\s+(?:exactly\s+)?(?P<n>{NUM})\s+paragraphs?\b"],
      _paragraphs),
     ("length_constraints:number_words", ('word',), _bounded(r"words?\b(?!\s+(?:with|in|written\s+in|using)\s+all\s)"),
      _length(("num_words", "relation"))),
@@ -1115,17 +1118,19 @@ def _join(words: Sequence[str], conjunction: str = "and") -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" {conjunction} " + words[-1]
 
 
-def templates_for(instruction: Instruction) -> list[str]:
-    """The templates that can state the instruction (those of its relation, if it has one)."""
+def templates_for(instruction: Instruction, templates: dict = TEMPLATES) -> list[str]:
+    """The templates (of ``templates``, a table like :data:`TEMPLATES`) that can state the instruction (those of its
+    relation, if it has one)."""
     relation = next((v for k, v in instruction.kwargs.items() if k.endswith("relation")), None)
-    return [t for r, t in TEMPLATES[instruction.id] if r in (None, relation)]
+    return [t for r, t in templates[instruction.id] if r in (None, relation)]
 
 
-def describe(instruction: Instruction, rng: np.random.Generator, template: int | None = None) -> str:
+def describe(instruction: Instruction, rng: np.random.Generator, template: int | None = None,
+             templates: dict = TEMPLATES) -> str:
     """One sentence stating the instruction, from a template drawn with ``rng`` (or the ``template``-th of
     :func:`templates_for`); for repeat_prompt the sentence only, without the request."""
     kw = instruction.kwargs
-    choices = templates_for(instruction)
+    choices = templates_for(instruction, templates)
     n = next((v for k, v in kw.items() if isinstance(v, int) and k != "nth_paragraph"), 0)
     fields = {**kw, "n": n, "n_word": number_words(n), "m": n - 1, "m_word": number_words(max(n - 1, 0)),
               "postscript": kw.get("postscript_marker", "P.S.").rstrip(".") + ".",
@@ -1176,15 +1181,16 @@ def sample_instruction(name: str, rng: np.random.Generator) -> Instruction:
     return Instruction(name, kwargs)
 
 
-def compose_request(base: str, instructions: Sequence[Instruction],
-                    rng: np.random.Generator) -> tuple[str, list[Instruction]]:
+def compose_request(base: str, instructions: Sequence[Instruction], rng: np.random.Generator,
+                    templates: dict = TEMPLATES) -> tuple[str, list[Instruction]]:
     """The base request followed by one sentence per instruction; repeat_prompt gets the rest of the text as its
     argument (so pass it without one). Returns the text and the instructions with their final arguments."""
-    parts = [base] + [describe(i, rng) for i in instructions if i.id != "combination:repeat_prompt"]
+    parts = [base] + [describe(i, rng, templates=templates) for i in instructions
+                      if i.id != "combination:repeat_prompt"]
     final = [i for i in instructions if i.id != "combination:repeat_prompt"]
     if any(i.id == "combination:repeat_prompt" for i in instructions):
         final.append(Instruction("combination:repeat_prompt", {"prompt_to_repeat": " ".join(parts)}))
-        parts.append(describe(final[-1], rng))
+        parts.append(describe(final[-1], rng, templates=templates))
     return " ".join(parts), final
 
 
