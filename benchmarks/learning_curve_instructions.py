@@ -156,8 +156,13 @@ def plot(result: dict, path: Path) -> None:
             xs = [0.0] + [t / 60 for t, _ in run["curve"]]
             ys = [result["before"]["prompt_strict"]] + [v for _, v in run["curve"]]
             curves.plot(xs, ys, marker="o", color=f"C{k}", alpha=0.8, label=None if n else arm)
+            for m, split in enumerate(result.get("also", {})):  # the final checkpoint on the other splits
+                curves.scatter([0.0, xs[-1]], [result["also"][split]["before"]["prompt_strict"],
+                                               run["also_after"][split]["prompt_strict"]],
+                               marker="xd+"[m % 3], color=f"C{k}", label=None if n else f"{arm}, {split}")
     curves.set_xlabel("training minutes")
-    curves.set_ylabel(f"held-out prompt-level strict accuracy ({result['split']})")
+    splits = ", ".join([result["split"], *result.get("also", {})])
+    curves.set_ylabel(f"held-out prompt-level strict accuracy ({splits})")
     curves.legend()
     selfplay = next((s["runs"][0] for arm, s in result["arms"].items() if arm != "data"), None)
     if selfplay and selfplay["asked_curve"]:

@@ -248,6 +248,15 @@ def test_a_negated_or_comparative_count_keeps_its_meaning(text, relation, count)
     assert found == [inst("length_constraints:number_sentences", num_sentences=count, relation=relation)], text
 
 
+def test_a_negated_frequency_keeps_its_meaning():
+    assert recognise("Do not use the word river more than 3 times.").instructions == [
+        inst("keywords:frequency", keyword="river", frequency=4, relation=LESS_THAN)]  # not a forbidden word
+    assert recognise("Never use the letter e more than 5 times.").instructions == [
+        inst("keywords:letter_frequency", letter="e", let_frequency=6, let_relation=LESS_THAN)]
+    assert recognise("Do not use the word river.").instructions == [
+        inst("keywords:forbidden_words", forbidden_words=["river"])]
+
+
 def test_several_instructions_in_one_request():
     found = recognise("Describe owls. Use no commas, write in all lowercase and include the keywords night and "
                       "feather.")

@@ -47,18 +47,21 @@ Recognising instructions in a request (:func:`recognise`) is tolerant: case-inse
 words ("50", "fifty", "twenty-five", "one hundred"), typographic quotes as straight ones. Phrasings (N a number;
 ``X``, ``Y`` words, quoted or not):
 
-* words / sentences: "at least N", "no fewer than N", "a minimum of N", "more than N", "over N" (at least);
-  "less than N", "fewer than N", "under N", "below N" (less than); "at most N", "no more than N", "up to N",
-  "a maximum of N", "not exceeding N", "within N", "no longer than N", "limit / keep your answer to N" (less than
-  N + 1); "N words or more / or fewer"; "between N and M words"; "in one / a single sentence" (less than 2).
-* paragraphs: "N paragraphs" ("there should be / exactly / in / with") together with a mention of ``***`` or
+* words / sentences: "at least N", "no fewer than N", "a minimum of N" (at least); "more than N", "over N",
+  "longer than N", "exceed N" (at least N + 1); "less than N", "fewer than N", "under N", "below N", "shorter
+  than N" (less than); "at most N", "no more than N", "up to N", "a maximum of N", "not exceeding N", "within N",
+  "no longer than N", "limit / keep your answer to N" (less than N + 1); "N words or more / or fewer", "N words
+  long or longer"; "between N and M words"; "in one / a single sentence" (less than 2). A negation up to two words
+  before the relation turns it round: "do not write more than 4 sentences" is less than 5, "never use fewer than
+  20 words" at least 20, "do not exceed 50 words" less than 51; the same before "use the word / letter X (REL) N times".
+* paragraphs: "N paragraphs" ("there should be / exactly / in / with / needs / requires") together with a mention of ``***`` or
   "markdown divider"; "paragraph K" or "the K-th / first ... paragraph" "must start / begin with (the) word X" with
   an "N paragraphs" count.
 * keywords: "include / use / mention / incorporate (the) keyword(s) / word(s) / term(s) X, Y and Z", "the words X
   and Y must / should appear"; frequency: "the word X should / must appear (REL) N times", "use / include /
   mention / repeat the word X (REL) N times", "once / twice / thrice", "N times or more"; forbidden: "do not /
-  don't / never / must not use / include / mention (the) word(s) X or Y", "avoid / without / exclude (using) the
-  words X", "the words X and Y are forbidden / banned / not allowed"; letters: "the letter X should appear (REL) N
+  don't / never / must not use / include / mention (the) word(s) X or Y", "avoid / without / exclude / leave out / omit
+  (using) the words X", "the words X and Y are forbidden / banned / not allowed"; letters: "the letter X should appear (REL) N
   times", "use / include the letter X (REL) N times".
 * case: "all lowercase", "lowercase only", "write / answer / respond ... in lowercase", "no capital letters", "do not
   use any capital letters"; "all capital letters", "all caps", "... in uppercase", "capital letters only", "no
@@ -698,11 +701,13 @@ _RECOGNISERS: list[tuple[str, tuple[str, ...], list[str], Callable]] = [
      lambda m, t: [dict(zip(("capital_relation", "capital_frequency"), _relation(m, default=AT_LEAST)))]),
     ("keywords:letter_frequency", ('letter',), [
         rf"\bletter\s+{_LETTER}\s+{_SHOULD_APPEAR}\s+(?:in\s+(?:your|the)\s+{_ANSWER}\s+)?{_TIMES}",
-        rf"\b(?:use|include|write|type|say)\s+the\s+letter\s+{_LETTER}\s+{_TIMES}"], _letter_kwargs),
+        rf"\b(?:(?P<neg>{_NEGATION})\s+)?(?:use|include|write|type|say)\s+the\s+letter\s+{_LETTER}\s+{_TIMES}"],
+     _letter_kwargs),
     ("keywords:frequency", ('time', 'once', 'twice', 'thrice'), [
         rf"\b(?:key)?word\s+{_KEYWORD}\s+{_SHOULD_APPEAR}\s+(?:in\s+(?:your|the)\s+{_ANSWER}\s+)?{_TIMES}",
-        rf"\b(?:use|include|mention|repeat|say|write)\s+(?:the\s+)?(?:key)?word\s+{_KEYWORD}\s+{_TIMES}",
-        rf"\b(?:use|include|mention|repeat|say|write)\s+{_QUOTED}\s+{_TIMES}"], _frequency_kwargs),
+        rf"\b(?:(?P<neg>{_NEGATION})\s+)?(?:use|include|mention|repeat|say|write)\s+(?:the\s+)?(?:key)?word\s+{_KEYWORD}\s+{_TIMES}",
+        rf"\b(?:(?P<neg>{_NEGATION})\s+)?(?:use|include|mention|repeat|say|write)\s+{_QUOTED}\s+{_TIMES}"],
+     _frequency_kwargs),
     ("punctuation:no_comma", ('comma',), [
         r"\b(?:no|zero|without(?:\s+using)?(?:\s+any)?|avoid(?:\s+using)?(?:\s+any)?|free\s+of(?:\s+any)?|not\s+(?:a\s+single|one|any))\s+commas?\b",
         rf"\b{_NEGATION}\s+(?:use|contain|include|have|put|add)\s+(?:any\s+|a\s+single\s+)?commas?\b",
