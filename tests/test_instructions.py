@@ -255,6 +255,11 @@ def test_a_negated_frequency_keeps_its_meaning():
         inst("keywords:letter_frequency", letter="e", let_frequency=6, let_relation=LESS_THAN)]
     assert recognise("Do not use the word river.").instructions == [
         inst("keywords:forbidden_words", forbidden_words=["river"])]
+    assert recognise("Do not use more than 3 all-caps words.").instructions == [
+        inst("change_case:capital_word_frequency", capital_frequency=4, capital_relation=LESS_THAN)]
+    assert recognise("Do not use commas and use at least 2 words in all capital letters.").instructions == [
+        inst("change_case:capital_word_frequency", capital_frequency=2, capital_relation=AT_LEAST),
+        inst("punctuation:no_comma")]  # a negation more than two words before the count is another instruction's
 
 
 def test_several_instructions_in_one_request():

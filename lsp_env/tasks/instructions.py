@@ -53,7 +53,8 @@ words ("50", "fifty", "twenty-five", "one hundred"), typographic quotes as strai
   "no longer than N", "limit / keep your answer to N" (less than N + 1); "N words or more / or fewer", "N words
   long or longer"; "between N and M words"; "in one / a single sentence" (less than 2). A negation up to two words
   before the relation turns it round: "do not write more than 4 sentences" is less than 5, "never use fewer than
-  20 words" at least 20, "do not exceed 50 words" less than 51; the same before "use the word / letter X (REL) N times".
+  20 words" at least 20, "do not exceed 50 words" less than 51; the same before "use the word / letter X (REL) N times" and
+  before a count of capital words.
 * paragraphs: "N paragraphs" ("there should be / exactly / in / with / needs / requires") together with a mention of ``***`` or
   "markdown divider"; "paragraph K" or "the K-th / first ... paragraph" "must start / begin with (the) word X" with
   an "N paragraphs" count.
@@ -695,9 +696,9 @@ _RECOGNISERS: list[tuple[str, tuple[str, ...], list[str], Callable]] = [
         rf"\b(?:start|begin)\s+{_NTH}\s+with\s+(?:the\s+)?(?:word\s+)?{_KEYWORD}"], _nth_paragraph),
     ("change_case:capital_word_frequency", ('capital', 'caps', 'upper'), [
         rf"\b{_CAPITAL_WORDS}\s+{_SHOULD_APPEAR}\s+{_TIMES}",
-        rf"\b(?P<rel>{REL})\s+(?P<n>{NUM})\s+{_CAPITAL_WORDS}",
+        rf"\b(?:(?P<neg>{_NEGATION})\s+(?:\w+\s+){{0,2}}?)?(?P<rel>{REL})\s+(?P<n>{NUM})\s+{_CAPITAL_WORDS}",
         rf"\b(?P<n>{NUM})\s+(?:or\s+(?P<suffix>more|fewer|less)\s+)?{_CAPITAL_WORDS}",
-        rf"\b(?:(?P<rel>{REL})\s+)?(?P<n>{NUM})\s+(?:or\s+(?P<suffix>more|fewer|less)\s+)?(?:fully\s+capitali[sz]ed|all[\s-]+caps|all[\s-]+capitals?|upper[\s-]?case|all[\s-]+upper[\s-]?case)\s+words\b"],
+        rf"\b(?:(?P<neg>{_NEGATION})\s+(?:\w+\s+){{0,2}}?)?(?:(?P<rel>{REL})\s+)?(?P<n>{NUM})\s+(?:or\s+(?P<suffix>more|fewer|less)\s+)?(?:fully\s+capitali[sz]ed|all[\s-]+caps|all[\s-]+capitals?|upper[\s-]?case|all[\s-]+upper[\s-]?case)\s+words\b"],
      lambda m, t: [dict(zip(("capital_relation", "capital_frequency"), _relation(m, default=AT_LEAST)))]),
     ("keywords:letter_frequency", ('letter',), [
         rf"\bletter\s+{_LETTER}\s+{_SHOULD_APPEAR}\s+(?:in\s+(?:your|the)\s+{_ANSWER}\s+)?{_TIMES}",
