@@ -119,16 +119,14 @@ def summarise(before: dict, runs: list[dict], args) -> dict:
         data_gain = gains.get("data", 0.0)
         return arms, ({arm: g / data_gain for arm, g in gains.items() if arm != "data"} if data_gain > 0 else None)
 
-    names = list(dict.fromkeys(r["arm"] for r in runs))
-    main, gain_ratio = per_arm({arm: [r["after"] for r in runs if r["arm"] == arm] for arm in names},
-                               before[args.split])
-    arms = {arm: {"seeds": sum(r["arm"] == arm for r in runs), **main[arm],
-                  "iterations_mean": float(np.mean([r["iterations"] for r in runs if r["arm"] == arm])),
-                  "runs": [r for r in runs if r["arm"] == arm]} for arm in names}
+    by_arm = {arm: [r for r in runs if r["arm"] == arm] for arm in dict.fromkeys(r["arm"] for r in runs)}
+    main, gain_ratio = per_arm({arm: [r["after"] for r in mine] for arm, mine in by_arm.items()}, before[args.split])
+    arms = {arm: {"seeds": len(mine), **main[arm], "iterations_mean": float(np.mean([r["iterations"] for r in mine])),
+                  "runs": mine} for arm, mine in by_arm.items()}
     also = {}
     for split in args.also_splits:
         also_arms, also_ratio = per_arm(
-            {arm: [r["also_after"][split] for r in runs if r["arm"] == arm] for arm in names}, before[split])
+            {arm: [r["also_after"][split] for r in mine] for arm, mine in by_arm.items()}, before[split])
         also[split] = {"before": {k: before[split][k] for k in FIGURES},
                        "before_per_type": before[split]["per_instruction"], "arms": also_arms,
                        "gain_ratio": also_ratio}

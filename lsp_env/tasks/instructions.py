@@ -53,17 +53,17 @@ words ("50", "fifty", "twenty-five", "one hundred"), typographic quotes as strai
   "no longer than N", "limit / keep your answer to N" (less than N + 1); "N words or more / or fewer", "N words
   long or longer"; "between N and M words"; "in one / a single sentence" (less than 2). A negation up to two words
   before the relation turns it round: "do not write more than 4 sentences" is less than 5, "never use fewer than
-  20 words" at least 20, "do not exceed 50 words" less than 51; the same before "use the word / letter X (REL) N times" and
-  before a count of capital words.
-* paragraphs: "N paragraphs" ("there should be / exactly / in / with / needs / requires") together with a mention of ``***`` or
-  "markdown divider"; "paragraph K" or "the K-th / first ... paragraph" "must start / begin with (the) word X" with
+  20 words" at least 20, "do not exceed 50 words" less than 51; the same before "use the word / letter X (REL) N
+  times" and before a count of capital words.
+* paragraphs: "N paragraphs" ("there should be / exactly / in / with / needs / requires") together with a mention
+  of ``***`` or "markdown divider"; "paragraph K" or "the K-th / first ... paragraph" "must start / begin with (the) word X" with
   an "N paragraphs" count.
 * keywords: "include / use / mention / incorporate (the) keyword(s) / word(s) / term(s) X, Y and Z", "the words X
   and Y must / should appear"; frequency: "the word X should / must appear (REL) N times", "use / include /
   mention / repeat the word X (REL) N times", "once / twice / thrice", "N times or more"; forbidden: "do not /
-  don't / never / must not use / include / mention (the) word(s) X or Y", "avoid / without / exclude / leave out / omit
-  (using) the words X", "the words X and Y are forbidden / banned / not allowed"; letters: "the letter X should appear (REL) N
-  times", "use / include the letter X (REL) N times".
+  don't / never / must not use / include / mention (the) word(s) X or Y", "avoid / without / exclude / leave out /
+  omit (using) the words X", "the words X and Y are forbidden / banned / not allowed"; letters: "the letter X should
+  appear (REL) N times", "use / include the letter X (REL) N times".
 * case: "all lowercase", "lowercase only", "write / answer / respond ... in lowercase", "no capital letters", "do not
   use any capital letters"; "all capital letters", "all caps", "... in uppercase", "capital letters only", "no
   lowercase letters"; capital
@@ -512,7 +512,7 @@ def _bounded(noun: str) -> list[str]:
     """Patterns for a count of ``noun`` with a relation: 'at least N words' (negated: 'do not write more than N
     words'), 'N words or more', 'N words long or longer', 'between N and M', 'limit your answer to N words' (at
     most N)."""
-    return [rf"\b(?:(?P<neg>{_NEGATION})\s+(?:\w+\s+){{0,2}}?)?(?P<rel>{REL})\s+(?P<n>{NUM})\s+{noun}",
+    return [rf"\b{_NEGATED}(?P<rel>{REL})\s+(?P<n>{NUM})\s+{noun}",
             rf"\b(?P<n>{NUM})\s+{noun}\s+(?:long\s+)?or\s+(?P<suffix>more|fewer|less|longer|shorter)\b",
             rf"\bbetween\s+(?P<lo>{NUM})\s+and\s+(?P<hi>{NUM})\s+{noun}",
             rf"\b(?:limit|restrict|cap|keep)\s+(?:\w+\s+){{0,2}}?to\s+(?:a\s+maximum\s+of\s+)?(?P<lim>{NUM})\s+{noun}"]
@@ -677,6 +677,7 @@ _SHOULD_APPEAR = (r"(?:should|must|has\s+to|have\s+to|needs?\s+to|shall|will)\s+
 _NOUN = r"(?:key\s*words?|words?|terms?)"
 _LIST = r"(?P<list>[^.;!?\n(]{1,160})"
 _NEGATION = r"(?:do\s+not|don't|never|must\s+not|mustn't|should\s+not|shouldn't|cannot|can't|may\s+not)"
+_NEGATED = rf"(?:(?P<neg>{_NEGATION})\s+(?:\w+\s+){{0,2}}?)?"  # before a count's relation: turns it round
 
 # (id, cues, patterns, builder): the patterns run only on a text holding one of the cues (lowercase substrings),
 # which keeps recognising cheap; an earlier recogniser's matches hide overlapping matches of the later ones.
@@ -696,9 +697,9 @@ _RECOGNISERS: list[tuple[str, tuple[str, ...], list[str], Callable]] = [
         rf"\b(?:start|begin)\s+{_NTH}\s+with\s+(?:the\s+)?(?:word\s+)?{_KEYWORD}"], _nth_paragraph),
     ("change_case:capital_word_frequency", ('capital', 'caps', 'upper'), [
         rf"\b{_CAPITAL_WORDS}\s+{_SHOULD_APPEAR}\s+{_TIMES}",
-        rf"\b(?:(?P<neg>{_NEGATION})\s+(?:\w+\s+){{0,2}}?)?(?P<rel>{REL})\s+(?P<n>{NUM})\s+{_CAPITAL_WORDS}",
+        rf"\b{_NEGATED}(?P<rel>{REL})\s+(?P<n>{NUM})\s+{_CAPITAL_WORDS}",
         rf"\b(?P<n>{NUM})\s+(?:or\s+(?P<suffix>more|fewer|less)\s+)?{_CAPITAL_WORDS}",
-        rf"\b(?:(?P<neg>{_NEGATION})\s+(?:\w+\s+){{0,2}}?)?(?:(?P<rel>{REL})\s+)?(?P<n>{NUM})\s+(?:or\s+(?P<suffix>more|fewer|less)\s+)?(?:fully\s+capitali[sz]ed|all[\s-]+caps|all[\s-]+capitals?|upper[\s-]?case|all[\s-]+upper[\s-]?case)\s+words\b"],
+        rf"\b{_NEGATED}(?:(?P<rel>{REL})\s+)?(?P<n>{NUM})\s+(?:or\s+(?P<suffix>more|fewer|less)\s+)?(?:fully\s+capitali[sz]ed|all[\s-]+caps|all[\s-]+capitals?|upper[\s-]?case|all[\s-]+upper[\s-]?case)\s+words\b"],
      lambda m, t: [dict(zip(("capital_relation", "capital_frequency"), _relation(m, default=AT_LEAST)))]),
     ("keywords:letter_frequency", ('letter',), [
         rf"\bletter\s+{_LETTER}\s+{_SHOULD_APPEAR}\s+(?:in\s+(?:your|the)\s+{_ANSWER}\s+)?{_TIMES}",
