@@ -35,6 +35,14 @@ def test_the_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
     assert peak_flops(torch.float32, size=256) == first  # read back, not measured again
 
 
+def test_measuring_the_peak_leaves_the_seeded_streams_alone(tmp_path, monkeypatch):
+    """A first run on a fresh machine measures the peak, later runs read it: both must then sample alike."""
+    monkeypatch.setenv("LSP_CACHE_DIR", str(tmp_path))
+    state = torch.get_rng_state()
+    peak_flops(torch.float32, size=64)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_a_training_run_reports_mfu(tmp_path, one_torch_thread):
     from agents.train import main
 
