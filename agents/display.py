@@ -20,8 +20,7 @@ class Display:
         self.progress = Progress(TextColumn("iteration"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  console=self.console)
         self.task = self.progress.add_task("train", total=total, completed=done)
-        self.live = (Live(self.progress, console=self.console, refresh_per_second=4) if self.console.is_terminal
-                     else None)
+        self.live = Live(self.progress, console=self.console) if self.console.is_terminal else None  # rich: 4 Hz
 
     def __enter__(self):
         if self.live:

@@ -95,18 +95,13 @@ def play_iteration(envs, agent, seed: int | None = None, query_attempts: int = 1
         hacking = hacking_counts(judges, [rounds[i].query for i in rows for _ in range(num_generations)],
                                  [a.text for a in answers], [c.text for _, c, _ in written])
         timings["monitor"] = time.perf_counter() - t
-
-    batch = Batch(
-        prompt_ids=[c.prompt_ids for c, *_ in samples],
-        completion_ids=[c.completion_ids for c, *_ in samples],
-        roles=torch.tensor([int(role) for _, role, *_ in samples], dtype=torch.long),
-        rewards=torch.tensor([reward for *_, reward in samples], dtype=torch.float32),
-        groups=torch.tensor([i for _, _, i, _ in samples], dtype=torch.long),
-        texts=[c.text for c, *_ in samples],
-    )
+    done = [c for c, *_ in samples]
+    batch = Batch(prompt_ids=[c.prompt_ids for c in done], completion_ids=[c.completion_ids for c in done],
+                  roles=torch.tensor([int(role) for _, role, *_ in samples], dtype=torch.long),
+                  rewards=torch.tensor([reward for *_, reward in samples], dtype=torch.float32),
+                  groups=torch.tensor([i for _, _, i, _ in samples], dtype=torch.long), texts=[c.text for c in done])
     invalid = sum(record is not None for *_, record in written)
-    group_values = [rounds[i].value for i in rows]
-    batch.metrics = _round_metrics(batch, invalid, len(written) or num_envs, group_values, timings,
+    batch.metrics = _round_metrics(batch, invalid, len(written) or num_envs, [rounds[i].value for i in rows], timings,
                                    time.perf_counter() - start)
     if hacking is not None:
         batch.metrics.update(hacking_metrics(distributed.sum_across(hacking)))

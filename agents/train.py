@@ -64,6 +64,8 @@ class TrainConfig:
         "Built-in reward hook name (judge, arithmetic, length); default: the env's.")})
     repetition_penalty: float = field(default=0.0, metadata={"help": (
         "Weight of the near-duplicate-query penalty on the challenger's payoff.")})
+    coverage_bonus: float = field(default=0.0, metadata={"help": (
+        "Instructions: weight of the challenger's bonus for kinds of query the last 64 valid ones rarely held.")})
     query_attempts: int = field(default=1, metadata={"help": (
         "Queries the challenger writes per round (one call): an invalid one (paid the penalty, trained on) is "
         "replaced by the next, so the solver answers more valid queries (DAPO-style over-sampling).")})
@@ -155,7 +157,8 @@ def build(cfg: TrainConfig, agent_cfg, agent_class=None):
     policy = Policy(cfg.model, lora=cfg.lora, lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, bf16=cfg.bf16,
                     backend=cfg.backend, **budget)
     env_kwargs = dict(model=policy.reference_pair(), kl=kl, num_generations=cfg.num_generations, payoff=cfg.payoff,
-                      repetition_penalty=cfg.repetition_penalty, shared_challenger_prompt=cfg.shared_challenger_prompt)
+                      repetition_penalty=cfg.repetition_penalty, coverage_bonus=cfg.coverage_bonus,
+                      shared_challenger_prompt=cfg.shared_challenger_prompt)
     if cfg.quality:
         env_kwargs["quality"] = "self"
     if cfg.reward:
@@ -191,11 +194,11 @@ def set_rng_state(state: dict) -> None:
 
 
 # ---- checkpoints ------------------------------------------------------------------------------------------------
-def save_checkpoint(output_dir: Path, step: int, agent, config: dict) -> Path:
+def save_checkpoint(output_dir: Path, step: int, agent, config: dict, envs) -> Path:
     """Write ``checkpoint-<step>/`` via a temp dir + rename, then point ``latest`` at it (atomic replace). Every rank
-    calls it (it gathers their RNG states); rank 0 writes ``rng.pt`` (its own) and ``rng-ranks.pt`` (all)."""
+    calls it (it gathers their RNG and env states); rank 0 writes rng.pt (its own), rng-ranks.pt and env.json."""
     final = output_dir / f"checkpoint-{step}"
-    rng_states = distributed.gather_objects(rng_state())
+    rng_states, env_states = distributed.gather_objects(rng_state()), distributed.gather_objects(envs.state_dict())
     if not distributed.is_main():
         return final
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-checkpoint-{step}-", dir=output_dir))
@@ -204,6 +207,7 @@ def save_checkpoint(output_dir: Path, step: int, agent, config: dict) -> Path:
         torch.save(rng_states[0], tmp / "rng.pt")
         if len(rng_states) > 1:
             torch.save(rng_states, tmp / "rng-ranks.pt")
+        (tmp / "env.json").write_text(json.dumps(env_states))
         state = {"step": step, "world_size": len(rng_states), "config": config}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
         if final.exists():  # the same step saved again (a resumed run that re-reached it): replace it whole
@@ -217,9 +221,9 @@ def save_checkpoint(output_dir: Path, step: int, agent, config: dict) -> Path:
     return final
 
 
-def load_checkpoint(output_dir: Path, agent) -> int:
-    """Restore agent, optimizer and RNG from ``latest``; return its step. Half-written temp dirs are never read;
-    every rank loads the same checkpoint and takes its own RNG state from it."""
+def load_checkpoint(output_dir: Path, agent, envs) -> int:
+    """Restore agent, optimizer, RNG and env state from ``latest``; return its step. Half-written temp dirs are never
+    read; every rank loads the same checkpoint and takes its own RNG and env state from it."""
     pointer = output_dir / "latest"
     if not pointer.exists():
         raise FileNotFoundError(f"--resume: no checkpoint in {output_dir} (no 'latest' file); "
@@ -235,6 +239,8 @@ def load_checkpoint(output_dir: Path, agent) -> int:
     rng_states = rng_states if per_rank.exists() else [rng_states]
     rank = distributed.rank()
     set_rng_state(rng_states[rank % len(rng_states)])
+    if (checkpoint / "env.json").exists():  # older checkpoints have none
+        envs.load_state_dict(json.loads((checkpoint / "env.json").read_text())[rank % len(rng_states)])
     if rank >= len(rng_states):  # saved by fewer processes: a distinct, reproducible sampling stream for this rank
         seed_everything(step * 1_000_003 + rank)
     return step
@@ -257,14 +263,14 @@ class RunLog:
     """The run's files, built on every rank (the resume is everyone's), written by rank 0: ``--resume`` loads the
     checkpoint and drops later metric lines; then ``config.json``, each metrics line, the trackers, ``metrics.png``."""
 
-    def __init__(self, agent, cfg: TrainConfig, config_record: dict | None = None):
-        self.dir = Path(cfg.output_dir)
+    def __init__(self, agent, envs, cfg: TrainConfig, config_record: dict | None = None):
+        self.dir, self.envs = Path(cfg.output_dir), envs
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
         self.is_main = distributed.is_main()
         self.step = 0
         if cfg.resume:
-            self.step = load_checkpoint(self.dir, agent)
+            self.step = load_checkpoint(self.dir, agent, envs)
             if self.is_main:
                 keep_metrics_until(self.metrics_path, self.step)
         elif self.metrics_path.exists() and self.metrics_path.stat().st_size:
@@ -286,7 +292,7 @@ class RunLog:
             self.trackers.log(line)
 
     def checkpoint(self, step: int, agent) -> None:
-        save_checkpoint(self.dir, step, agent, self.record)
+        save_checkpoint(self.dir, step, agent, self.record, self.envs)
         self.saved_step = step
 
     def close(self, step: int, agent) -> None:
@@ -306,7 +312,7 @@ def train(agent, envs, cfg: TrainConfig, config_record: dict | None = None) -> l
     from .rollout import play_iteration
 
     is_main, world_size = distributed.is_main(), distributed.world_size()
-    log = RunLog(agent, cfg, config_record)
+    log = RunLog(agent, envs, cfg, config_record)
     step, lines, trained_seconds = log.step, [], 0.0
     evaluating = cfg.eval_every > 0 and hasattr(envs.task, "heldout") and is_main  # no collectives: the others go on
 

@@ -103,7 +103,10 @@ class LSPEnv(gym.Env):
     ``quality_weight · R_Q(q, a_j)`` when a ``quality`` hook is set (``LSP-v0``). The challenger's step earns 0 and
     it is paid when the round ends: ``c = payoff(V(q))`` with ``V(q)`` = mean of the G raw rewards ``R`` (payoff
     ``"zero_sum"``, the paper's: ``c = −V(q)``), plus ``quality_weight · mean_j R_Q(q, a_j)`` with a quality hook,
-    minus ``repetition_penalty`` × the share of near-duplicate queries in the iteration (vector env only). The
+    minus ``repetition_penalty`` × the share of near-duplicate queries in the iteration (vector env only), plus
+    ``coverage_bonus`` × the query's rarity among the last ``coverage_window`` valid queries
+    (:class:`lsp_env.rewards.KindHistory`: 1 when none of them asked for its kinds, 0 for the most asked; tasks with
+    ``query_kinds``, i.e. instructions; ``info["rarity"]`` at the solver's first turn). The
     built-in judge and self-quality scores lie in [0, 1], so R and R_Q have the same scale. At the last step
     ``info["rewards"] == {"challenger": c, "solver": [r_1, ..., r_G]}`` (``"challenger": None`` in data mode),
     with ``info["group_value"] = V(q)``, and ``info["round"]`` holds the whole round as one :class:`RoundResult`
@@ -147,7 +150,9 @@ class LSPEnv(gym.Env):
       few-shot examples come from, i.e. the difficulty its prompt shows; default all of
       :data:`lsp_env.tasks.arithmetic.LEVELS`; instructions: ``max_answer_tokens``, the solver's generation budget,
       which bounds what a request may ask for, default 64).
-    - ``invalid_query_penalty``, ``quality_weight``, ``repetition_penalty``, ``render_mode`` (``"ansi"``, ``"human"``).
+    - ``invalid_query_penalty``, ``quality_weight``, ``repetition_penalty``, ``coverage_bonus`` (default 0: off),
+      ``coverage_window`` (64 valid queries; the vector env's sub-envs share one history), ``render_mode``
+      (``"ansi"``, ``"human"``).
 
     ## Examples
     >>> import gymnasium, lsp_env
@@ -172,7 +177,8 @@ class LSPEnv(gym.Env):
     def __init__(self, task: str = "dialogue", model="embedded", reward=None, quality=None, kl: KLHook | None = None,
                  num_generations: int = 4, payoff: str = "zero_sum", prompts=None,
                  invalid_query_penalty: float = -1.0, quality_weight: float = 1.0, repetition_penalty: float = 0.0,
-                 render_mode: str | None = None, task_options: dict | None = None):
+                 coverage_bonus: float = 0.0, coverage_window: int = 64, render_mode: str | None = None,
+                 task_options: dict | None = None):
         if task not in TASKS:
             raise ValueError(f"task={task!r}: use one of {sorted(TASKS)}")
         if int(num_generations) < 1:
@@ -197,6 +203,11 @@ class LSPEnv(gym.Env):
         self.invalid_query_penalty = float(invalid_query_penalty)
         self.quality_weight = float(quality_weight)
         self.repetition_penalty = float(repetition_penalty)
+        self.coverage_bonus = float(coverage_bonus)
+        if self.coverage_bonus and not hasattr(self.task, "query_kinds"):
+            raise ValueError(f"coverage_bonus={coverage_bonus}: the {task} task has no kinds of query to count "
+                             "(instructions has: its instruction ids)")
+        self.coverage = rewards.KindHistory(coverage_window)
         self.render_mode = render_mode
 
         self.observation_space = spaces.Dict({"role": spaces.Discrete(2), "prompt": AnyText(MAX_PROMPT_CHARS)})
@@ -221,6 +232,7 @@ class LSPEnv(gym.Env):
         self._solver_rewards: list[float] = []
         self._answers: list[str] = []
         self._repetition = 0.0
+        self._rarity = 0.0
         if self.data_mode:
             return self._start_solver(self.prompts[int(self.np_random.integers(len(self.prompts)))])
         self._phase = "challenger"
@@ -230,6 +242,10 @@ class LSPEnv(gym.Env):
 
     def step(self, action):
         pending = self.accept(action)
+        if pending.kind == "query" and self.coverage_bonus:
+            kinds = self.task.query_kinds(pending.query)
+            self.set_rarity(self.coverage.rarity(kinds), pending)
+            self.coverage.add(kinds)
         if pending.kind != "answer":
             return self.finish(pending)
         raw = self.reward_fn([pending.query], [pending.answer])
@@ -305,7 +321,7 @@ class LSPEnv(gym.Env):
         payoff = rewards.PAYOFFS[self.payoff](float(np.mean(self._raw)))
         if self.quality_fn:
             payoff += self.quality_weight * float(np.mean(self._quality))
-        return payoff - self.repetition_penalty * self._repetition
+        return payoff - self.repetition_penalty * self._repetition + self.coverage_bonus * self._rarity
 
     def _start_solver(self, query: str, extra: dict | None = None):
         self._phase, self._query = "solver", query
@@ -315,6 +331,11 @@ class LSPEnv(gym.Env):
     def set_repetition(self, share: float) -> None:
         """Share of the iteration's other queries that near-duplicate this one (set by the vector env)."""
         self._repetition = float(share)
+
+    def set_rarity(self, rarity: float, pending: Pending) -> None:
+        """How rarely the recent valid queries asked for this query's kinds (set at the challenger step)."""
+        self._rarity = float(rarity)
+        pending.info["rarity"] = self._rarity
 
     def _observation(self) -> dict:
         role = Role.SOLVER if self._phase == "solver" or (self._phase == "done" and self._query) else Role.CHALLENGER

@@ -22,6 +22,9 @@ of (query, answer) pairs; the vector env calls it once per step for all its sub-
   strict rule), in [0, 1].
 - :class:`LengthReward`: min(words / target, 1); a reward that varies for a random model (tests, interop demos).
 
+Terms on the challenger's payoff beside it: :func:`repetition_penalties` (near-duplicates within an iteration) and
+:class:`KindHistory` (how rarely the recent valid queries asked for a query's kinds: the coverage bonus).
+
 Payoffs of the challenger, from p = V(q), the mean of the G raw solver rewards of its query (:data:`PAYOFFS`):
 ``zero_sum`` −p (the paper; the env's default), ``rzero`` 1 − 2|p − ½| (R-Zero), ``learnability`` 1 − p and 0 at
 p ∈ {0, 1} (Absolute Zero), ``variance`` 4p(1 − p) (verifiers' proposer). For the last three p is clipped to
@@ -32,7 +35,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -385,3 +389,41 @@ def repetition_penalties(queries: Sequence[str], threshold: float = 0.5) -> list
         close = sum(1 for j, b in enumerate(sets) if j != i and a | b and len(a & b) / len(a | b) >= threshold)
         penalties.append(close / max(n - 1, 1))
     return penalties
+
+
+class KindHistory:
+    """The kinds (a task's ``query_kinds``: the instruction ids of a request) of the last ``window`` valid queries,
+    for the challenger's coverage bonus.
+
+    ``rarity(kinds)`` = the mean over the query's kinds k of 1 − n_k / max_j n_j, n_k the number of remembered
+    queries holding kind k: 1 for a kind none of them asked for, 0 for the most asked one, and 0 while nothing is
+    remembered. The env pays ``coverage_bonus`` × rarity on top of the payoff, so a challenger that keeps asking
+    for the same few kinds is paid for the ones it neglects (a count-based novelty bonus; a payoff that only
+    rewards solve rates lets the mix narrow to what the solver half-manages). The window spans iterations, so the
+    history is state of the run: :meth:`state_dict` and :meth:`load_state_dict` carry it through a checkpoint.
+    """
+
+    def __init__(self, window: int = 64):
+        if int(window) < 1:
+            raise ValueError(f"coverage_window={window}: remember at least one query")
+        self.queries: deque[tuple[str, ...]] = deque(maxlen=int(window))
+
+    def rarity(self, kinds: Iterable[str]) -> float:
+        kinds = set(kinds)
+        counts = Counter(kind for query in self.queries for kind in query)
+        if not kinds or not counts:
+            return 0.0
+        most = max(counts.values())
+        return sum(1.0 - counts[kind] / most for kind in kinds) / len(kinds)
+
+    def add(self, kinds: Iterable[str]) -> None:
+        self.queries.append(tuple(sorted(set(kinds))))
+
+    def state_dict(self) -> dict:
+        return {"window": self.queries.maxlen, "queries": [list(q) for q in self.queries]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["window"] != self.queries.maxlen:
+            raise ValueError(f"a coverage history of window {state['window']} cannot resume a run with window "
+                             f"{self.queries.maxlen}")
+        self.queries = deque((tuple(q) for q in state["queries"]), maxlen=self.queries.maxlen)

@@ -24,7 +24,9 @@ class LSPVectorEnv(VectorEnv):
     Each ``step`` parses every sub-env's action, then calls the ``reward`` hook once and the ``quality`` hook once
     on all the (query, answer) pairs of that step, so a judge scores N answers in one batched forward instead of N.
     The sub-envs share the hook objects (one judge model in memory). The repetition penalty, which needs all of an
-    iteration's queries, is computed here at the challenger step.
+    iteration's queries, is computed here at the challenger step, and so is the coverage bonus (the sub-envs share
+    one history; every query of a step is rated against the history before that step). ``state_dict()`` and
+    ``load_state_dict()`` carry that history through a trainer's checkpoint.
 
     Autoreset is disabled (``metadata["autoreset_mode"] = AutoresetMode.DISABLED``) on purpose: rounds last 1 step
     (invalid query) or G + 1 steps, so sub-envs finish at different steps and an iteration is "reset all, step until
@@ -48,6 +50,8 @@ class LSPVectorEnv(VectorEnv):
         first = LSPEnv(**kwargs)
         shared = {"reward": first.reward_fn, "quality": first.quality_fn, "kl": first.kl}
         self.envs = [first] + [LSPEnv(**{**kwargs, **shared}) for _ in range(num_envs - 1)]
+        for env in self.envs[1:]:  # one coverage history: the bonus counts the kinds of every sub-env's queries
+            env.coverage = first.coverage
         self.num_envs = num_envs
         self.single_observation_space = first.observation_space
         self.single_action_space = first.action_space
@@ -97,6 +101,12 @@ class LSPVectorEnv(VectorEnv):
         if queries and any(self.envs[i].repetition_penalty for i in queries):
             for i, share in zip(queries, repetition_penalties(list(queries.values()))):
                 self.envs[i].set_repetition(share)
+        if queries and self.envs[0].coverage_bonus:  # every query of the step against the history before it
+            kinds = {i: self.task.query_kinds(q) for i, q in queries.items()}
+            for i, k in kinds.items():
+                self.envs[i].set_rarity(self.envs[0].coverage.rarity(k), pending[i])
+            for k in kinds.values():
+                self.envs[0].coverage.add(k)
         answering = [i for i, p in pending.items() if p.kind == "answer"]
         raw, quality = {}, {}
         if answering:
@@ -113,6 +123,13 @@ class LSPVectorEnv(VectorEnv):
             infos = self._add_info(infos, info, i)
         self._done = terminations.copy()
         return self._batch(self._last_obs), rewards, terminations, np.zeros(self.num_envs, dtype=bool), infos
+
+    def state_dict(self) -> dict:
+        """What the env carries across iterations (the coverage history), for a trainer's checkpoint."""
+        return {"coverage": self.envs[0].coverage.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.envs[0].coverage.load_state_dict(state["coverage"])
 
     def _batch(self, observations) -> dict:
         return {

@@ -574,3 +574,55 @@ def test_request_mix_counts_each_id_once_per_request_and_every_instruction_per_r
     assert mix == {"instructions/per_query": 2.0, "instructions/change_case:lowercase": 0.5,
                    "instructions/keywords:existence": 1.0}
     assert request_mix([]) == {"instructions/per_query": 0.0}  # no valid request this iteration: no division by 0
+
+
+# ---- the coverage bonus: the challenger is paid for kinds the recent valid requests rarely held ------------------
+def test_kind_history_rarity_hand_example():
+    history = lsp_env.rewards.KindHistory(window=3)
+    assert history.rarity(["a"]) == 0.0  # nothing remembered yet: nothing to compare with
+    for kinds in (["a", "b"], ["a"], ["a", "a"]):  # a kind counts once per query
+        history.add(kinds)
+    assert history.rarity(["a"]) == 0.0 and history.rarity(["b"]) == pytest.approx(1 - 1 / 3)
+    assert history.rarity(["c"]) == 1.0 and history.rarity(["a", "c"]) == pytest.approx(0.5)
+    history.add(["c"])  # the window forgets the oldest query, the only one with "b"
+    assert history.rarity(["b"]) == 1.0 and history.rarity(["c"]) == pytest.approx(0.5)
+    copy = lsp_env.rewards.KindHistory(window=3)
+    copy.load_state_dict(json.loads(json.dumps(history.state_dict())))  # through a checkpoint's JSON
+    assert copy.rarity(["b"]) == 1.0 and copy.rarity(["c"]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="window"):
+        lsp_env.rewards.KindHistory(window=4).load_state_dict(history.state_dict())
+    with pytest.raises(ValueError, match="at least one"):
+        lsp_env.rewards.KindHistory(window=0)
+
+
+def test_coverage_bonus_pays_kinds_the_earlier_requests_lacked():
+    envs = gymnasium.make_vec("LSP-IF-v0", num_envs=2, model="tiny-random", num_generations=1, payoff="zero_sum",
+                              reward=lambda q, a: [0.0] * len(a), coverage_bonus=0.5)
+
+    def payoffs(requests):
+        envs.reset(seed=0)
+        _, _, _, _, infos = envs.step(requests)
+        rarity = [float(r) for r in infos["rarity"]]
+        _, _, _, _, infos = envs.step(["an answer"] * 2)
+        return rarity, [float(c) for c in infos["rewards"]["challenger"]]
+
+    commas, lowercase = "Describe owls. Use no commas.", "Describe owls in lowercase letters only."
+    # the two requests of one step are rated against the history before the step: empty, so no bonus yet
+    assert payoffs([commas, commas]) == ([0.0, 0.0], [0.0, 0.0])
+    rarity, paid = payoffs([commas, lowercase])  # no_comma asked twice before, lowercase never
+    assert rarity == [0.0, 1.0] and paid == [0.0, 0.5]
+    state = envs.state_dict()
+    fresh = gymnasium.make_vec("LSP-IF-v0", num_envs=2, model="tiny-random", num_generations=1,
+                               reward=lambda q, a: [0.0] * len(a), coverage_bonus=0.5)
+    fresh.load_state_dict(json.loads(json.dumps(state)))
+    assert fresh.envs[1].coverage is fresh.envs[0].coverage  # one history for every sub-env
+    assert fresh.envs[0].coverage.rarity(["change_case:english_lowercase"]) == pytest.approx(1 - 1 / 3)
+    single = gymnasium.make("LSP-IF-v0", model="tiny-random", num_generations=1, payoff="zero_sum",
+                            reward=lambda q, a: [0.0] * len(a), coverage_bonus=0.5)
+    single.reset(seed=0)
+    single.step(commas)  # the first request: nothing remembered
+    assert single.step("an answer")[4]["rewards"]["challenger"] == 0.0
+    single.reset(seed=0)
+    assert single.step(lowercase)[4]["rarity"] == 1.0
+    with pytest.raises(ValueError, match="no kinds"):
+        gymnasium.make("LSP-Arith-v0", model="tiny-random", coverage_bonus=0.5)

@@ -143,7 +143,8 @@ class InstructionsTask:
     share stayed where it was without it (29-32 % against 24-29 %), so it is off by default. The challenger still
     picks the topic, the arguments and the wording, and the env still recognises what it wrote, not what it was
     asked for (the named kinds appeared in about a quarter of the valid requests).
-    ``answer_info`` reports, for the env's ``info``, each instruction's id, arguments and whether the answer passed.
+    ``answer_info`` reports, for the env's ``info``, each instruction's id, arguments and whether the answer passed;
+    ``query_kinds`` a request's instruction ids, which the env's ``coverage_bonus`` counts.
     The held-out evaluation is :meth:`heldout` (IFEval-style items: ``dev`` and ``test`` hold out the topics,
     ``test_rephrased`` the topics and the wording, see :mod:`lsp_env.tasks.instruction_data`) scored by
     :meth:`score` (IFEval's four accuracies and the rate per instruction id).
@@ -184,6 +185,10 @@ class InstructionsTask:
     def recognise(self, query: str) -> list[instructions.Instruction]:
         """The instructions of a valid request (:meth:`parse_query`'s output)."""
         return instructions.recognise(query).instructions
+
+    def query_kinds(self, query: str) -> list[str]:
+        """The instruction ids of a valid request: the kinds the env's coverage bonus counts."""
+        return sorted({inst.id for inst in self.recognise(query)})
 
     def parse_query(self, text: str) -> str:
         query = prompts.extract_query(text)
