@@ -243,9 +243,7 @@ class LSPEnv(gym.Env):
     def step(self, action):
         pending = self.accept(action)
         if pending.kind == "query" and self.coverage_bonus:
-            kinds = self.task.query_kinds(pending.query)
-            self.set_rarity(self.coverage.rarity(kinds), pending)
-            self.coverage.add(kinds)
+            self.set_rarity(self.coverage.rate([self.task.query_kinds(pending.query)])[0], pending)
         if pending.kind != "answer":
             return self.finish(pending)
         raw = self.reward_fn([pending.query], [pending.answer])

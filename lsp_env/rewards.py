@@ -419,6 +419,13 @@ class KindHistory:
     def add(self, kinds: Iterable[str]) -> None:
         self.queries.append(tuple(sorted(set(kinds))))
 
+    def rate(self, queries_kinds: Sequence[Iterable[str]]) -> list[float]:
+        """The rarity of each of a step's queries against the history before the step, then remember them all."""
+        rarities = [self.rarity(kinds) for kinds in queries_kinds]
+        for kinds in queries_kinds:
+            self.add(kinds)
+        return rarities
+
     def state_dict(self) -> dict:
         return {"window": self.queries.maxlen, "queries": [list(q) for q in self.queries]}
 

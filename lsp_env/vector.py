@@ -102,11 +102,9 @@ class LSPVectorEnv(VectorEnv):
             for i, share in zip(queries, repetition_penalties(list(queries.values()))):
                 self.envs[i].set_repetition(share)
         if queries and self.envs[0].coverage_bonus:  # every query of the step against the history before it
-            kinds = {i: self.task.query_kinds(q) for i, q in queries.items()}
-            for i, k in kinds.items():
-                self.envs[i].set_rarity(self.envs[0].coverage.rarity(k), pending[i])
-            for k in kinds.values():
-                self.envs[0].coverage.add(k)
+            rarities = self.envs[0].coverage.rate([self.task.query_kinds(q) for q in queries.values()])
+            for i, rarity in zip(queries, rarities):
+                self.envs[i].set_rarity(rarity, pending[i])
         answering = [i for i, p in pending.items() if p.kind == "answer"]
         raw, quality = {}, {}
         if answering:
