@@ -6,12 +6,9 @@ import json
 from pathlib import Path
 
 PANELS = {
-    "reward": ("reward/challenger", "reward/solver"),
-    "loss": ("loss/challenger", "loss/solver"),
-    "KL to reference": ("kl/challenger", "kl/solver"),
-    "held-out solve rate": ("eval/headline", "eval/overall"),
-    "invalid queries": ("invalid_query_rate",),
-    "seconds per phase": ("time/generate", "time/score", "time/update"),
+    "reward": ("reward/challenger", "reward/solver"), "loss": ("loss/challenger", "loss/solver"),
+    "KL to reference": ("kl/challenger", "kl/solver"), "held-out solve rate": ("eval/headline", "eval/overall"),
+    "invalid queries": ("invalid_query_rate",), "seconds per phase": ("time/generate", "time/score", "time/update"),
 }
 
 

@@ -66,6 +66,8 @@ class TrainConfig:
         "Weight of the near-duplicate-query penalty on the challenger's payoff.")})
     coverage_bonus: float = field(default=0.0, metadata={"help": (
         "Instructions: weight of the challenger's bonus for kinds of query the last 64 valid ones rarely held.")})
+    example_archive: int = field(default=0, metadata={"help": (
+        "Instructions: draw the challenger's examples from the last k valid queries whose answers scored apart.")})
     query_attempts: int = field(default=1, metadata={"help": (
         "Queries the challenger writes per round (one call): an invalid one (paid the penalty, trained on) is "
         "replaced by the next, so the solver answers more valid queries (DAPO-style over-sampling).")})
@@ -158,7 +160,7 @@ def build(cfg: TrainConfig, agent_cfg, agent_class=None):
                     backend=cfg.backend, **budget)
     env_kwargs = dict(model=policy.reference_pair(), kl=kl, num_generations=cfg.num_generations, payoff=cfg.payoff,
                       repetition_penalty=cfg.repetition_penalty, coverage_bonus=cfg.coverage_bonus,
-                      shared_challenger_prompt=cfg.shared_challenger_prompt)
+                      example_archive=cfg.example_archive, shared_challenger_prompt=cfg.shared_challenger_prompt)
     if cfg.quality:
         env_kwargs["quality"] = "self"
     if cfg.reward:

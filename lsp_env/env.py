@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import string
+from collections import deque
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -75,6 +76,39 @@ class RoundResult:
     invalid_reason: str | None = None  # why the challenger's text was no query
 
 
+class QueryArchive:
+    """The last ``size`` valid queries whose G answers were not all scored alike, as the challenger's few-shot
+    examples (``example_archive``; 0: off, the task's own examples only).
+
+    A group-relative update learns nothing from a query whose answers all score the same (every advantage is 0), so
+    the archive keeps the ones it learned from, and the challenger's prompt shows them in place of the task's
+    examples (Absolute Zero's proposer is shown past tasks of its own the same way): what it writes follows what
+    recently taught the solver, from the next iteration on rather than after many gradient steps. Its queries span
+    iterations, so they are state of the run (:meth:`state_dict`, :meth:`load_state_dict`).
+    """
+
+    def __init__(self, size: int = 0):
+        self.size = int(size)
+        self.queries: deque[str] = deque(maxlen=max(self.size, 1))
+
+    def add(self, query: str) -> None:
+        self.queries.append(query)
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[str]:
+        """Up to ``n`` distinct remembered queries, drawn uniformly with ``rng``."""
+        picked = rng.choice(len(self.queries), size=min(n, len(self.queries)), replace=False)
+        return [self.queries[int(i)] for i in picked]
+
+    def state_dict(self) -> dict:
+        return {"size": self.size, "queries": list(self.queries)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["size"] != self.size:
+            raise ValueError(f"an example archive of {state['size']} queries cannot resume a run with {self.size}")
+        self.queries.clear()
+        self.queries.extend(state["queries"])
+
+
 class LSPEnv(gym.Env):
     """Language Self-Play: one model plays a challenger that writes a query and a solver that answers it G times.
 
@@ -121,7 +155,8 @@ class LSPEnv(gym.Env):
     ``reset()`` returns the challenger's observation (in data mode: the solver's, on a prompt drawn from the list
     with ``np_random``). The challenger's prompt (the task's few-shot examples) is drawn with ``np_random``, or with
     ``reset(options={"challenger_seed": s})`` from a generator seeded by ``s``: rounds reset with the same ``s``
-    get the same challenger prompt (the vector env's ``shared_challenger_prompt``).
+    get the same challenger prompt (the vector env's ``shared_challenger_prompt``). With ``example_archive`` its
+    examples come from the archive once it holds any.
 
     ## Episode End
     1. Termination: after the G-th solver answer.
@@ -153,6 +188,9 @@ class LSPEnv(gym.Env):
     - ``invalid_query_penalty``, ``quality_weight``, ``repetition_penalty``, ``coverage_bonus`` (default 0: off),
       ``coverage_window`` (64 valid queries; the vector env's sub-envs share one history), ``render_mode``
       (``"ansi"``, ``"human"``).
+    - ``example_archive``: 0 (default) or k: the challenger's few-shot examples are drawn from the last k valid
+      queries whose answers were not all scored alike (:class:`QueryArchive`; shared by the vector env's sub-envs),
+      the task's own examples filling the slots the archive cannot yet (tasks with ``challenger_examples``).
 
     ## Examples
     >>> import gymnasium, lsp_env
@@ -177,8 +215,8 @@ class LSPEnv(gym.Env):
     def __init__(self, task: str = "dialogue", model="embedded", reward=None, quality=None, kl: KLHook | None = None,
                  num_generations: int = 4, payoff: str = "zero_sum", prompts=None,
                  invalid_query_penalty: float = -1.0, quality_weight: float = 1.0, repetition_penalty: float = 0.0,
-                 coverage_bonus: float = 0.0, coverage_window: int = 64, render_mode: str | None = None,
-                 task_options: dict | None = None):
+                 coverage_bonus: float = 0.0, coverage_window: int = 64, example_archive: int = 0,
+                 render_mode: str | None = None, task_options: dict | None = None):
         if task not in TASKS:
             raise ValueError(f"task={task!r}: use one of {sorted(TASKS)}")
         if int(num_generations) < 1:
@@ -208,6 +246,10 @@ class LSPEnv(gym.Env):
             raise ValueError(f"coverage_bonus={coverage_bonus}: the {task} task has no kinds of query to count "
                              "(instructions has: its instruction ids)")
         self.coverage = rewards.KindHistory(coverage_window)
+        if int(example_archive) < 0 or (example_archive and not hasattr(self.task, "challenger_examples")):
+            raise ValueError(f"example_archive={example_archive}: want 0 (off) or a number of queries, on a task whose "
+                             "challenger prompt holds example queries (instructions)")
+        self.archive = QueryArchive(example_archive)
         self.render_mode = render_mode
 
         self.observation_space = spaces.Dict({"role": spaces.Discrete(2), "prompt": AnyText(MAX_PROMPT_CHARS)})
@@ -237,7 +279,12 @@ class LSPEnv(gym.Env):
             return self._start_solver(self.prompts[int(self.np_random.integers(len(self.prompts)))])
         self._phase = "challenger"
         seed = (options or {}).get("challenger_seed")
-        self._messages = self.task.challenger_messages(self.np_random if seed is None else np.random.default_rng(seed))
+        rng = self.np_random if seed is None else np.random.default_rng(seed)
+        if self.archive.queries:
+            examples = self.archive.sample(rng, self.task.challenger_examples)
+            self._messages = self.task.challenger_messages(rng, examples)
+        else:
+            self._messages = self.task.challenger_messages(rng)
         return self._observation(), self._info()
 
     def step(self, action):
@@ -306,6 +353,8 @@ class LSPEnv(gym.Env):
             self._phase = "done"
             info["rewards"] = {"challenger": self._challenger_payoff(), "solver": list(self._solver_rewards)}
             info["group_value"] = float(np.mean(self._raw))
+            if self.archive.size and np.std(self._raw) > 0:  # a query whose answers the update can tell apart
+                self.archive.add(self._query)
             info["round"] = RoundResult(self._query, tuple(self._answers), tuple(self._solver_rewards),
                                         tuple(self._raw), tuple(self._quality), info["rewards"]["challenger"],
                                         info["group_value"])

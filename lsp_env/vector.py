@@ -50,8 +50,8 @@ class LSPVectorEnv(VectorEnv):
         first = LSPEnv(**kwargs)
         shared = {"reward": first.reward_fn, "quality": first.quality_fn, "kl": first.kl}
         self.envs = [first] + [LSPEnv(**{**kwargs, **shared}) for _ in range(num_envs - 1)]
-        for env in self.envs[1:]:  # one coverage history: the bonus counts the kinds of every sub-env's queries
-            env.coverage = first.coverage
+        for env in self.envs[1:]:  # one coverage history and example archive, fed by every sub-env's queries
+            env.coverage, env.archive = first.coverage, first.archive
         self.num_envs = num_envs
         self.single_observation_space = first.observation_space
         self.single_action_space = first.action_space
@@ -123,11 +123,13 @@ class LSPVectorEnv(VectorEnv):
         return self._batch(self._last_obs), rewards, terminations, np.zeros(self.num_envs, dtype=bool), infos
 
     def state_dict(self) -> dict:
-        """What the env carries across iterations (the coverage history), for a trainer's checkpoint."""
-        return {"coverage": self.envs[0].coverage.state_dict()}
+        """What the env carries across iterations (the coverage history, the example archive), for a checkpoint."""
+        return {"coverage": self.envs[0].coverage.state_dict(), "archive": self.envs[0].archive.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.envs[0].coverage.load_state_dict(state["coverage"])
+        if "archive" in state:  # checkpoints written before the archive have none
+            self.envs[0].archive.load_state_dict(state["archive"])
 
     def _batch(self, observations) -> dict:
         return {

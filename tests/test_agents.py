@@ -508,16 +508,21 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
 
 
 def test_the_env_state_goes_through_the_checkpoint(tmp_path):
-    """The coverage history spans iterations: a resumed run must go on from the one the checkpoint saved."""
-    common = ["--env", "LSP-IF-v0", *TINY, "--coverage-bonus", "0.5", "--output-dir", str(tmp_path)]
+    """The coverage history and the example archive span iterations: a resumed run goes on from the saved ones."""
+    common = ["--env", "LSP-IF-v0", *TINY, "--coverage-bonus", "0.5", "--example-archive", "8",
+              "--output-dir", str(tmp_path)]
     train_main([*common, "--iterations", "1"])
     saved = json.loads((tmp_path / "checkpoint-1" / "env.json").read_text())
-    assert saved == [{"coverage": {"window": 64, "queries": saved[0]["coverage"]["queries"]}}]  # one per rank
+    assert saved == [{"coverage": {"window": 64, "queries": saved[0]["coverage"]["queries"]},  # one per rank
+                      "archive": {"size": 8, "queries": saved[0]["archive"]["queries"]}}]
     history = [["punctuation:no_comma"], ["change_case:english_lowercase", "punctuation:no_comma"]]
-    (tmp_path / "checkpoint-1" / "env.json").write_text(json.dumps([{"coverage": {"window": 64, "queries": history}}]))
+    archive = ["Describe owls. Use no commas."]
+    (tmp_path / "checkpoint-1" / "env.json").write_text(json.dumps(
+        [{"coverage": {"window": 64, "queries": history}, "archive": {"size": 8, "queries": archive}}]))
     train_main([*common, "--iterations", "2", "--resume"])
-    resumed = json.loads((tmp_path / "checkpoint-2" / "env.json").read_text())[0]["coverage"]["queries"]
-    assert resumed[:2] == history  # then the valid requests of iteration 2, if any
+    resumed = json.loads((tmp_path / "checkpoint-2" / "env.json").read_text())[0]
+    assert resumed["coverage"]["queries"][:2] == history  # then the valid requests of iteration 2, if any
+    assert resumed["archive"]["queries"][:1] == archive
 
 
 def test_resume_without_a_checkpoint_and_rerun_into_a_used_dir_fail_clearly(tmp_path):

@@ -626,3 +626,31 @@ def test_coverage_bonus_pays_kinds_the_earlier_requests_lacked():
     assert single.step(lowercase)[4]["rarity"] == 1.0
     with pytest.raises(ValueError, match="no kinds"):
         gymnasium.make("LSP-Arith-v0", model="tiny-random", coverage_bonus=0.5)
+
+
+def test_example_archive_shows_the_queries_whose_answers_scored_apart():
+    def reward(queries, answers):  # "yes" passes, anything else fails: the solver's scores vary only if it mixes them
+        return [float(a == "yes") for a in answers]
+
+    envs = gymnasium.make_vec("LSP-IF-v0", num_envs=2, model="tiny-random", num_generations=2, reward=reward,
+                              example_archive=3, shared_challenger_prompt=True)
+    _, infos = envs.reset(seed=0)
+    templates = [m["content"] for m in infos["messages"][0] if m["role"] == "assistant"]
+    apart, alike = "Describe owls. Use no commas.", "Describe owls in lowercase letters only."
+    envs.step([apart, alike])
+    envs.step(["yes", "no"])
+    envs.step(["no", "no"])  # every answer to `alike` scored the same: the update learns nothing from it
+    assert list(envs.envs[0].archive.queries) == [apart] and envs.envs[1].archive is envs.envs[0].archive
+    _, infos = envs.reset(seed=0)
+    for chat in infos["messages"]:  # the archived request is the last example; the templates fill the other slots
+        shown = [m["content"] for m in chat if m["role"] == "assistant"]
+        assert shown[-1] == apart and len(shown) == len(templates) and apart not in templates
+    fresh = gymnasium.make_vec("LSP-IF-v0", num_envs=2, model="tiny-random", reward=reward, example_archive=3)
+    fresh.load_state_dict(json.loads(json.dumps(envs.state_dict())))
+    assert list(fresh.envs[1].archive.queries) == [apart]
+    with pytest.raises(ValueError, match="cannot resume"):
+        gymnasium.make_vec("LSP-IF-v0", model="tiny-random", example_archive=5).load_state_dict(envs.state_dict())
+    off = gymnasium.make_vec("LSP-IF-v0", num_envs=2, model="tiny-random", reward=reward, shared_challenger_prompt=True)
+    assert [m["content"] for m in off.reset(seed=0)[1]["messages"][0] if m["role"] == "assistant"] == templates
+    with pytest.raises(ValueError, match="example_archive"):
+        gymnasium.make("LSP-Arith-v0", model="tiny-random", example_archive=4)

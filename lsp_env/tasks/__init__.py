@@ -4,6 +4,7 @@ query, and names its default reward hook and its data-mode prompt list."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import resources
 
 import numpy as np
@@ -165,10 +166,13 @@ class InstructionsTask:
         self.challenger_kinds = bool(challenger_kinds)
         self.max_answer_words = int(self.max_answer_tokens * instructions.WORDS_PER_TOKEN)
 
-    def challenger_messages(self, rng: np.random.Generator) -> list[dict]:
+    def challenger_messages(self, rng: np.random.Generator, examples: Sequence[str] = ()) -> list[dict]:
+        """The challenger's chat: ``challenger_examples`` earlier turns, the last ``len(examples)`` of them the given
+        requests (the env's example archive), the others written by the templates, then the turn to answer."""
         chat = [{"role": "system", "content": IF_CHALLENGER_SYSTEM}]
-        for _ in range(self.challenger_examples):
-            example = instruction_data.generate_request(rng, max_words=self.max_answer_words)
+        written = [instruction_data.generate_request(rng, max_words=self.max_answer_words)
+                   for _ in range(self.challenger_examples - len(examples))]
+        for example in written + [{"prompt": q, "instruction_id_list": self.query_kinds(q)} for q in examples]:
             chat += [{"role": "user", "content": self._ask(example)},
                      {"role": "assistant", "content": example["prompt"]}]
         # with challenger_kinds the kinds asked for are those of one more request the templates would write (its
